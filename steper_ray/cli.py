@@ -1,0 +1,176 @@
+"""`steper-ray` console script: parse arguments, load the config, call a command function.
+
+Every command accepts ``--config FILE`` and trailing ``key=value`` overrides (dotted paths into
+the config, e.g. ``index.bm25.k1=1.2``) and, with ``--json``, prints its summary as the last
+line of stdout. Mistakes a user can fix exit with code 2 and a message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from steper_ray.config import SteperConfig, load_config
+from steper_ray.errors import UserError
+
+log = logging.getLogger("steper_ray")
+
+DEFAULT_CONFIG_HELP = "YAML config (default: built-in defaults = the embedded local run)"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help=DEFAULT_CONFIG_HELP)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="steper-ray", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pipeline", help="run every stage end to end (no arguments: embedded default)")
+    _common(p)
+
+    p = sub.add_parser("index", help="build a BM25 or dense index")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", help="dataset file whose paragraphs form the corpus (or sample:<file>)")
+    src.add_argument("--corpus", help="corpus file: JSONL {id?, title, text} or JSON title -> sentences")
+    p.add_argument("--format", help="dataset format (default auto): hotpotqa, 2wikimultihopqa, musique, jsonl")
+    p.add_argument("--kind", help="bm25 (default) or dense")
+    p.add_argument("--out", help="index directory (default <run_dir>/index)")
+    _common(p)
+
+    p = sub.add_parser("retrieve", help="query a saved index")
+    p.add_argument("--index", required=True, help="index directory")
+    p.add_argument("-k", type=int, default=None, help="hits per query (default retrieval.k)")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--query", help="one query")
+    q.add_argument("--queries", help="JSON Lines with a 'question' field, or one query per line")
+    p.add_argument("--config", help=DEFAULT_CONFIG_HELP)
+    p.add_argument("--json", action="store_true", help='one {"query", "hits"} object per line')
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+
+    p = sub.add_parser("tiny-model", help="build an offline tiny Llama and its tokenizer")
+    p.add_argument("--out", required=True, help="output directory (Hugging Face format)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--dataset", help="train the tokenizer on this dataset's text (default: bundled samples)")
+    src.add_argument("--corpus", help="train the tokenizer on this corpus file")
+    _common(p)
+
+    p = sub.add_parser("bench", help="benchmarks that print JSON")
+    p.add_argument("which", choices=["retrieval"], help="which benchmark")
+    p.add_argument("--data-dir", help="directory with hotpotqa/, musique/, 2wikimultihopqa/ dev files "
+                   "(default: the bundled samples)")
+    p.add_argument("--out", help="where to write summary.json (default <run_dir>/bench)")
+    _common(p)
+    return parser
+
+
+def _flag_overrides(args: argparse.Namespace) -> list[str]:
+    """Command-line flags are sugar for config overrides, so a flag and a key=value agree."""
+    mapping = {
+        "index": {"dataset": "index.dataset", "corpus": "index.corpus", "format": "index.format",
+                  "kind": "index.kind", "out": "index.out"},
+    }.get(args.command, {})
+    out = []
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            out.append(f"{key}={json.dumps(value)}")
+    if args.command == "index" and (args.dataset or args.corpus):
+        # A source flag replaces whatever source the config file named.
+        other = "index.corpus" if args.dataset else "index.dataset"
+        out.append(f"{other}=null")
+    return out
+
+
+def _emit(summary: dict[str, Any], as_json: bool, text: str | None = None) -> None:
+    if text:
+        print(text)
+    if as_json:
+        print(json.dumps(summary, default=str))
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    cfg: SteperConfig = load_config(args.config, [*args.overrides, *_flag_overrides(args)])
+
+    if args.command == "pipeline":
+        from steper_ray.commands.pipeline import format_table, run_pipeline
+
+        summary = run_pipeline(cfg)
+        _emit(summary, args.json, format_table(summary))
+    elif args.command == "index":
+        from steper_ray.commands.index import run_index
+
+        summary = run_index(cfg)
+        _emit(summary, args.json, None if args.json else
+              f"indexed {summary['passages']} passages ({summary['kind']}) into {summary['out']}")
+    elif args.command == "retrieve":
+        from steper_ray.commands.retrieve import read_queries, run_retrieve
+
+        k = args.k if args.k is not None else cfg.retrieval.k
+        if k < 1:
+            raise UserError(f"-k must be at least 1, got {k}")
+        queries = [args.query] if args.query is not None else read_queries(args.queries)
+        if args.query is not None and not args.query.strip():
+            raise UserError("--query is empty; pass the text to search for")
+        for query, hits in run_retrieve(args.index, queries, k):
+            if args.json:
+                print(json.dumps({"query": query, "hits": [
+                    {"id": h.id, "title": h.title, "score": round(h.score, 6)} for h in hits]}))
+            else:
+                print(f"# {query}")
+                for rank, h in enumerate(hits, 1):
+                    print(f"{rank:>3}. {h.score:8.3f}  {h.title}  [{h.id}]")
+    elif args.command == "tiny-model":
+        from steper_ray.commands.tiny_model import run_tiny_model
+
+        summary = run_tiny_model(cfg, args.out, dataset=args.dataset, corpus=args.corpus)
+        _emit(summary, args.json, None if args.json else f"tiny model saved to {summary['out']}")
+    elif args.command == "bench":
+        from steper_ray.bench.retrieval import run_retrieval_bench
+
+        out = Path(args.out or Path(cfg.run_dir) / "bench")
+        summary = run_retrieval_bench(cfg, data_dir=args.data_dir, out=out)
+        _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    # key=value overrides may come anywhere, also after options that follow a positional
+    # (argparse would otherwise reject them), so collect the leftovers here.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [x for x in extra if x.startswith("-") or "=" not in x]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *extra]
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        for noisy in ("sentence_transformers", "httpx", "faiss"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return _dispatch(args)
+    except UserError as exc:
+        print(f"steper-ray {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"steper-ray {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

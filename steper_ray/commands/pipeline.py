@@ -1,0 +1,117 @@
+"""`steper-ray pipeline`: every stage that exists, into one run directory, resumable by stage.
+
+Stages today: ``index`` (one index per dev dataset, over its pooled paragraphs) and
+``retrieval_eval`` (recall@k of gold paragraphs, retrieving with the question). A stage that
+finished has a ``summary.json`` in its directory and is skipped on rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from steper_ray.config import SteperConfig, dump_config
+from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.evaluate.metrics import mean, recall_at_k
+from steper_ray.retrieval import build_index, load_index
+from steper_ray.summary import write_summary
+
+log = logging.getLogger(__name__)
+
+
+def stage_index(cfg: SteperConfig, out: Path) -> dict[str, Any]:
+    per_dataset = {}
+    for spec in cfg.data.dev:
+        result = read_dataset(spec.path, spec.format, spec.limit, name=spec.name)
+        passages = extract_corpus(result.records)
+        t0 = time.perf_counter()
+        build_index(passages, cfg.index, progress=False).save(out / spec.name)
+        per_dataset[spec.name] = {
+            **result.summary(),
+            "passages": len(passages),
+            "build_s": round(time.perf_counter() - t0, 3),
+        }
+        log.info("index %s: %d passages", spec.name, len(passages))
+    return {"kind": cfg.index.kind, "datasets": per_dataset}
+
+
+def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
+    index_dir = Path(cfg.run_dir) / "index"
+    cutoffs = sorted(cfg.retrieval.recall_at)
+    metrics = {}
+    for spec in cfg.data.dev:
+        records = read_dataset(spec.path, spec.format, spec.limit, name=spec.name).records
+        retriever = load_index(index_dir / spec.name)
+        hits = retriever.search([r.question for r in records], max(cutoffs))
+        rows = []
+        for rec, hs in zip(records, hits):
+            ids = [h.id for h in hs]
+            rows.append({"id": rec.id, "question": rec.question, "gold_ids": rec.gold_ids, "hits": ids})
+        with (out / f"{spec.name}.jsonl").open("w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        metrics[spec.name] = {
+            "questions": len(rows),
+            **{
+                f"recall@{k}": round(mean(recall_at_k(r["hits"], r["gold_ids"], k) for r in rows) or 0.0, 4)
+                for k in cutoffs
+            },
+        }
+    return {"metrics": metrics}
+
+
+STAGES: list[tuple[str, Callable[[SteperConfig, Path], dict[str, Any]]]] = [
+    ("index", stage_index),
+    ("retrieval_eval", stage_retrieval_eval),
+]
+
+
+def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    t_all = time.perf_counter()
+    stages = []
+    results: dict[str, Any] = {}
+    for name, fn in STAGES:
+        out = run_dir / name
+        done = out / "summary.json"
+        if done.is_file():
+            log.info("stage %s: already complete, skipped (delete %s to redo it)", name, out)
+            result = json.loads(done.read_text())
+            stages.append({"stage": name, "status": "skipped", "seconds": result.get("seconds", 0.0)})
+        else:
+            log.info("stage %s: running", name)
+            out.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            result = fn(cfg, out)
+            result["seconds"] = round(time.perf_counter() - t0, 3)
+            write_summary(out, result)
+            stages.append({"stage": name, "status": "done", "seconds": result["seconds"]})
+        results[name] = result
+    summary = {
+        "command": "pipeline",
+        "run_dir": str(run_dir),
+        "stages": stages,
+        "index": results["index"],
+        "retrieval": results["retrieval_eval"]["metrics"],
+        "wall_s": round(time.perf_counter() - t_all, 3),
+    }
+    write_summary(run_dir, summary)
+    return summary
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    lines = ["stage            status    seconds"]
+    lines += [f"{s['stage']:<16} {s['status']:<9} {s['seconds']:>7.1f}" for s in summary["stages"]]
+    metrics = summary["retrieval"]
+    if metrics:
+        cols = [c for c in next(iter(metrics.values())) if c.startswith("recall@")]
+        lines.append("")
+        lines.append(f"{'dataset':<16} {'questions':>9} " + " ".join(f"{c:>10}" for c in cols))
+        for name, m in metrics.items():
+            lines.append(f"{name:<16} {m['questions']:>9} " + " ".join(f"{m[c]:>10.3f}" for c in cols))
+    return "\n".join(lines)

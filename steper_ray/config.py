@@ -1,0 +1,332 @@
+"""Typed configuration: pydantic models, YAML files and ``key=value`` overrides.
+
+One ``SteperConfig`` describes a whole run; each command reads its own section. Validation
+collects every problem at once and says how to fix each (field description, allowed values,
+closest valid name), so a user fixes a config in one edit rather than one error per run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from steper_ray.errors import UserError
+
+DatasetFormat = Literal["auto", "hotpotqa", "2wikimultihopqa", "musique", "jsonl"]
+CorpusFormat = Literal["auto", "jsonl", "title_dict", "title_text_list"]
+
+
+class Section(BaseModel):
+    """Base of every config model: unknown keys are errors (typos must not pass silently)."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_default=True, validate_assignment=True, coerce_numbers_to_str=True
+    )
+
+
+class DatasetSpec(Section):
+    name: str = Field(description="Short name used in output paths and reports, e.g. 'hotpotqa'.")
+    path: str = Field(
+        description="Dataset file (JSON list or JSON Lines), or 'sample:<file>' for a bundled "
+        "sample, e.g. 'sample:hotpotqa/dev.jsonl'."
+    )
+    format: DatasetFormat = Field(
+        "auto", description="Record format; 'auto' detects it from the first records."
+    )
+    limit: int | None = Field(
+        None, ge=1, description="Read at most this many good records (None: all of them)."
+    )
+
+
+def _sample(name: str, file: str) -> DatasetSpec:
+    return DatasetSpec(name=name, path=f"sample:{file}")
+
+
+class DataConfig(Section):
+    train: list[DatasetSpec] = Field(
+        default_factory=lambda: [
+            _sample("hotpotqa", "hotpotqa/train.json"),
+            _sample("musique", "musique/train.json"),
+        ],
+        description="Training questions the teacher answers (generation input).",
+    )
+    dev: list[DatasetSpec] = Field(
+        default_factory=lambda: [
+            _sample("hotpotqa", "hotpotqa/dev.jsonl"),
+            _sample("musique", "musique/dev.jsonl"),
+            _sample("2wikimultihopqa", "2wikimultihopqa/dev.jsonl"),
+        ],
+        description="Dev sets for evaluation; each is indexed over its own pooled paragraphs.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DataConfig:
+        for split in ("train", "dev"):
+            names = [d.name for d in getattr(self, split)]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(
+                    f"data.{split} repeats dataset names {dupes}; give each entry a unique 'name'"
+                )
+        return self
+
+
+class BM25Config(Section):
+    backend: Literal["bm25s", "rank_bm25"] = Field(
+        "bm25s",
+        description="'bm25s' (sparse-matrix BM25, fast) or 'rank_bm25' (pure-Python reference, "
+        "about 100x slower; same tokenisation and scoring).",
+    )
+    k1: float = Field(1.5, gt=0, description="BM25 term-frequency saturation k1.")
+    b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation b, in [0, 1].")
+    stopwords: Literal["en", "none"] = Field(
+        "en", description="Stopword list removed at tokenisation: 'en' or 'none'."
+    )
+    stemmer: Literal["english", "none"] = Field(
+        "english", description="Snowball stemmer applied to tokens (PyStemmer): 'english' or 'none'."
+    )
+
+
+class DenseConfig(Section):
+    model: str = Field(
+        "minilm",
+        description="Sentence-transformers model: a local directory, or 'minilm' for the offline "
+        "all-MiniLM-L6-v2 package (pip extra 'cpu' or 'gpu'). Nothing is downloaded.",
+    )
+    index_type: Literal["flat", "ivf", "hnsw"] = Field(
+        "flat",
+        description="FAISS index: 'flat' (exact, small corpora), 'ivf' (IVF-Flat, trained "
+        "clusters) or 'hnsw' (graph); all on inner product of normalised embeddings.",
+    )
+    nlist: int = Field(
+        256, ge=1, description="IVF clusters; capped at corpus_size/39 so training has data."
+    )
+    nprobe: int = Field(16, ge=1, description="IVF clusters visited per query.")
+    hnsw_m: int = Field(32, ge=4, description="HNSW neighbours per node.")
+    ef_construction: int = Field(80, ge=8, description="HNSW build-time search depth.")
+    ef_search: int = Field(64, ge=8, description="HNSW query-time search depth.")
+    batch_size: int = Field(64, ge=1, description="Passages per encoder batch.")
+    device: str = Field(
+        "auto", description="Encoder device: 'auto' (cuda when available), 'cpu' or 'cuda[:N]'."
+    )
+
+
+class IndexConfig(Section):
+    kind: Literal["bm25", "dense"] = Field("bm25", description="Index kind: 'bm25' or 'dense'.")
+    dataset: str | None = Field(
+        None,
+        description="`steper-ray index` source: a dataset whose question paragraphs are pooled "
+        "into the corpus (path or 'sample:<file>'). Set this or 'corpus', not both.",
+    )
+    corpus: str | None = Field(
+        None,
+        description="`steper-ray index` source: a corpus file (JSONL of {id?, title, text}, a "
+        "JSON dict title -> sentences, or a JSON list of {title, text}).",
+    )
+    format: DatasetFormat = Field("auto", description="Format of 'dataset'; 'auto' detects it.")
+    out: str | None = Field(
+        None, description="Index directory for `steper-ray index`; default <run_dir>/index."
+    )
+    bm25: BM25Config = Field(default_factory=BM25Config, description="BM25 settings.")
+    dense: DenseConfig = Field(default_factory=DenseConfig, description="Dense settings.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IndexConfig:
+        if self.dataset and self.corpus:
+            raise ValueError(
+                "index.dataset and index.corpus are both set; keep one (a dataset's paragraphs "
+                "or a corpus file)"
+            )
+        return self
+
+
+class RetrievalConfig(Section):
+    k: int = Field(4, ge=1, le=100, description="Passages retrieved per query (per step).")
+    recall_at: list[int] = Field(
+        default_factory=lambda: [2, 4, 8, 10],
+        description="Cut-offs for recall@k of gold paragraphs in reports.",
+    )
+
+
+class TinyModelConfig(Section):
+    vocab_size: int = Field(2048, ge=300, description="BPE vocabulary trained on the corpus.")
+    hidden_size: int = Field(128, ge=16, description="Model width.")
+    num_layers: int = Field(2, ge=1, description="Decoder layers.")
+    num_heads: int = Field(2, ge=1, description="Attention heads (head_dim = hidden/heads).")
+    num_kv_heads: int = Field(2, ge=1, description="Key/value heads (grouped-query attention).")
+    intermediate_size: int = Field(256, ge=16, description="MLP width.")
+    max_position_embeddings: int = Field(4096, ge=128, description="Longest sequence.")
+    seed: int = Field(0, description="Seed for weights (tokenizer training is deterministic).")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyModelConfig:
+        problems = []
+        if self.hidden_size % self.num_heads:
+            problems.append("hidden_size must be a multiple of num_heads")
+        if self.num_heads % self.num_kv_heads:
+            problems.append("num_heads must be a multiple of num_kv_heads")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class BenchRetrievalConfig(Section):
+    large_corpus_size: int = Field(
+        100_000,
+        ge=1000,
+        description="Passages in the synthetic large corpus, built from the real dev passages.",
+    )
+    num_queries: int = Field(
+        200, ge=10, description="Queries timed per corpus (dev questions, cycled if needed)."
+    )
+
+
+class BenchConfig(Section):
+    retrieval: BenchRetrievalConfig = Field(
+        default_factory=BenchRetrievalConfig, description="`steper-ray bench retrieval`."
+    )
+
+
+class SteperConfig(Section):
+    run_dir: str = Field("runs/local", description="Directory every stage writes into.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Datasets.")
+    index: IndexConfig = Field(default_factory=IndexConfig, description="Indexing.")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Retrieval.")
+    tiny_model: TinyModelConfig = Field(
+        default_factory=TinyModelConfig, description="Offline tiny Llama built for tests/demo."
+    )
+    bench: BenchConfig = Field(default_factory=BenchConfig, description="Benchmarks.")
+
+
+class ConfigError(UserError):
+    """Every problem in a config, one per line, each with its fix."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({source}), {len(problems)} problem(s):\n{lines}")
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """``a.b=1`` strings -> nested dict; values are parsed as YAML (``k=4`` is an int)."""
+    tree: dict[str, Any] = {}
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            problems.append(f"override {item!r} is not key=value; write e.g. index.kind=dense")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            problems.append(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})")
+            continue
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append(f"override {item!r} conflicts with an earlier override of {part!r}")
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    return tree, problems
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The BaseModel inside an annotation such as ``X``, ``X | None`` or ``list[X]``."""
+    for cand in (annotation, *(getattr(annotation, "__args__", ()) or ())):
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+    return None
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The config model reached by walking an error location (list indices skipped)."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part)) if current else None
+        current = _nested_model(field.annotation) if field else None
+    return current
+
+
+def _describe(model: type[BaseModel], err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    holder = _model_at(model, loc[:-1]) if loc else model
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        valid = sorted(holder.model_fields) if holder else []
+        guess = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        prefix = "".join(f"{p}." for p in loc[:-1])
+        hint = f"did you mean {prefix + guess[0]!r}? " if guess else ""
+        return f"{path}: unknown key; {hint}valid keys here: {', '.join(valid)}"
+    field = holder.model_fields.get(str(loc[-1])) if holder and loc else None
+    desc = f" ({field.description})" if field is not None and field.description else ""
+    given = "" if etype == "missing" else f"; got {err.get('input')!r}"
+    fix = "add it" if etype == "missing" else "fix the value"
+    return f"{path}: {err['msg']}{given}. Fix: {fix}{desc}"
+
+
+def validate(model: type[T], data: dict[str, Any], source: str = "config") -> T:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(model, e) for e in exc.errors()]) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    model: type[T] = SteperConfig,  # type: ignore[assignment]
+) -> T:
+    """Load ``path`` (YAML; None means the defaults), apply overrides, validate everything once."""
+    problems: list[str] = []
+    data: dict[str, Any] = {}
+    source = str(path) if path else "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(source, [f"config file {p} does not exist; pass an existing YAML file"])
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(source, [f"{p} is not valid YAML: {exc}"]) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(source, [f"{p} must hold a mapping of sections, not {type(loaded).__name__}"])
+        data = loaded
+    tree, override_problems = parse_overrides(list(overrides or []))
+    problems += override_problems
+    data = _merge(data, tree)
+    try:
+        cfg = validate(model, data, source)
+    except ConfigError as exc:
+        raise ConfigError(source, problems + exc.problems) from None
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def dump_config(cfg: BaseModel) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,35 @@
+"""Resolve data paths, including ``sample:<file>`` for the samples bundled with the package."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steper_ray.errors import DataError
+
+SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_PREFIX = "sample:"
+
+
+def available_samples() -> list[str]:
+    return sorted(
+        f"{SAMPLE_PREFIX}{p.relative_to(SAMPLE_DIR).as_posix()}"
+        for p in SAMPLE_DIR.rglob("*")
+        if p.is_file() and p.suffix in {".json", ".jsonl"}
+    )
+
+
+def resolve_data_path(spec: str | Path) -> Path:
+    """A path as given, or a bundled sample; a missing file is a DataError naming the fix."""
+    text = str(spec)
+    if text.startswith(SAMPLE_PREFIX):
+        path = SAMPLE_DIR / text[len(SAMPLE_PREFIX) :]
+        if not path.is_file():
+            raise DataError(
+                f"no bundled sample {text!r}; available: {', '.join(available_samples())}"
+            )
+        return path
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check the path (or use a bundled "
+                        f"sample such as {available_samples()[0]!r})")
+    return path

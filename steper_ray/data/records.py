@@ -1,0 +1,85 @@
+"""Plain records shared by readers, retrieval, generation and evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def passage_id(title: str, text: str) -> str:
+    """Stable id from content: the same paragraph gets the same id in every dataset and run."""
+    digest = hashlib.sha1(f"{title}\n{text}".encode("utf-8")).hexdigest()
+    return f"p{digest[:16]}"
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str
+    title: str
+    text: str
+
+    @classmethod
+    def make(cls, title: str, text: str) -> Passage:
+        return cls(passage_id(title, text), title, text)
+
+
+@dataclass
+class QuestionRecord:
+    """One multi-hop question in a dataset-independent shape."""
+
+    id: str
+    question: str
+    answers: list[str]  # gold answer first, then aliases
+    dataset: str
+    gold_ids: list[str] = field(default_factory=list)  # gold paragraph ids where annotated
+    passages: list[Passage] = field(default_factory=list)  # the question's own paragraphs
+    supporting_facts: list[tuple[str, int]] = field(default_factory=list)  # (title, sentence idx)
+    decomposition: list[dict[str, Any]] = field(default_factory=list)  # MuSiQue sub-questions
+    meta: dict[str, Any] = field(default_factory=dict)  # type, level, evidences, ...
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answers": list(self.answers),
+            "dataset": self.dataset,
+            "gold_ids": list(self.gold_ids),
+            "supporting_facts": [list(sf) for sf in self.supporting_facts],
+            "decomposition": list(self.decomposition),
+            "meta": dict(self.meta),
+        }
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A record that could not be read: where it is and why. Never dropped silently."""
+
+    source: str
+    line: int  # 1-based line (JSONL) or list index + 1 (JSON list)
+    record_id: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "line": self.line, "id": self.record_id, "reason": self.reason}
+
+
+@dataclass
+class ReadResult:
+    records: list[QuestionRecord]
+    bad: list[BadRecord]
+    format: str
+    source: str
+
+    def bad_reasons(self) -> dict[str, int]:
+        return dict(Counter(b.reason for b in self.bad))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "format": self.format,
+            "good": len(self.records),
+            "bad": len(self.bad),
+            "bad_reasons": self.bad_reasons(),
+        }

@@ -1,0 +1,65 @@
+"""Answer metrics with the official HotpotQA / SQuAD normalisation, and retrieval recall."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+_PUNCT = set(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_SPECIAL = {"yes", "no", "noanswer"}
+
+
+def normalize_answer(s: str) -> str:
+    """Lowercase, drop punctuation, drop articles, collapse whitespace (official script order)."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def _f1(prediction: str, gold: str) -> float:
+    pred_n, gold_n = normalize_answer(prediction), normalize_answer(gold)
+    # HotpotQA: a yes/no/noanswer on either side only scores when both are the same string.
+    if (pred_n in _SPECIAL or gold_n in _SPECIAL) and pred_n != gold_n:
+        return 0.0
+    pred_toks, gold_toks = pred_n.split(), gold_n.split()
+    common = Counter(pred_toks) & Counter(gold_toks)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision = same / len(pred_toks)
+    recall = same / len(gold_toks)
+    return 2 * precision * recall / (precision + recall)
+
+
+def answer_scores(prediction: str, golds: list[str]) -> dict[str, float]:
+    """EM, F1 and Acc (normalised gold contained in normalised prediction), max over golds."""
+    if not golds:
+        raise ValueError("answer_scores needs at least one gold answer")
+    pred_n = normalize_answer(prediction)
+    em = max(float(pred_n == normalize_answer(g)) for g in golds)
+    f1 = max(_f1(prediction, g) for g in golds)
+    acc = 0.0
+    for g in golds:
+        g_n = normalize_answer(g)
+        # Substring test on token boundaries would be stricter; the paper's Acc is containment.
+        if g_n and g_n in pred_n:
+            acc = 1.0
+            break
+    return {"em": em, "f1": f1, "acc": acc}
+
+
+def recall_at_k(retrieved_ids: Sequence[str], gold_ids: Iterable[str], k: int) -> float | None:
+    """Share of gold paragraphs among the first k retrieved ids; None when there is no gold."""
+    gold = set(gold_ids)
+    if not gold:
+        return None
+    return len(gold & set(retrieved_ids[:k])) / len(gold)
+
+
+def mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None

@@ -1,0 +1,1 @@
+"""Prompts, the step-wise reasoning loop, answer parsing and generators."""

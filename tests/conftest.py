@@ -1,0 +1,41 @@
+"""Shared fixtures: bundled sample data and one tiny offline model per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Before any library import: quiet, deterministic, offline.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+import pytest
+
+from steper_ray.config import TinyModelConfig
+from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.data.records import Passage, QuestionRecord
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def musique_dev() -> list[QuestionRecord]:
+    return read_dataset("sample:musique/dev.jsonl").records
+
+
+@pytest.fixture(scope="session")
+def musique_corpus(musique_dev: list[QuestionRecord]) -> list[Passage]:
+    return extract_corpus(musique_dev)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from steper_ray.models.tiny import build_tiny_llama
+
+    records = read_dataset("sample:hotpotqa/dev.jsonl", limit=10).records
+    texts = [p.text for p in extract_corpus(records)] + [r.question for r in records]
+    return build_tiny_llama(texts, tmp_path_factory.mktemp("tiny") / "model", TinyModelConfig())

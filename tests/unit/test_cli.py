@@ -1,0 +1,108 @@
+"""The `steper-ray` commands, called in-process the way the console script calls them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steper_ray.cli import main
+
+
+def _last_json(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_index_then_retrieve_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ix = tmp_path / "ix"
+    assert main(["index", "--dataset", "sample:musique/dev.jsonl", "--out", str(ix), "--json"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    assert summary["passages"] == 900 and summary["kind"] == "bm25" and summary["bad_records"] == 0
+    assert json.loads((ix / "summary.json").read_text()) == summary
+
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"question": "capital of Mountrail County"}\n{"question": "Journal of Psychotherapy Integration publisher"}\n')
+    assert main(["retrieve", "--index", str(ix), "-k", "3", "--queries", str(queries), "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["query"] for x in lines] == ["capital of Mountrail County", "Journal of Psychotherapy Integration publisher"]
+    assert all(len(x["hits"]) == 3 and set(x["hits"][0]) == {"id", "title", "score"} for x in lines)
+    assert lines[0]["hits"][0]["title"] == "Mountrail County Courthouse"
+
+    plain = tmp_path / "q.txt"
+    plain.write_text("Mountrail County\n\nPort Blair\n")
+    assert main(["retrieve", "--index", str(ix), "--queries", str(plain), "--json"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and len(lines[1]["hits"]) == 4  # default retrieval.k
+
+
+def test_index_corpus_and_format_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"title": "A", "text": "alpha beta"}\n{"title": "B", "text": "gamma"}\nbroken\n')
+    assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "c"), "--json"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    assert summary["passages"] == 2 and summary["bad_records"] == 1
+    assert main(["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--format", "hotpotqa",
+                 "--out", str(tmp_path / "h"), "index.bm25.backend=rank_bm25", "--json"]) == 0
+    assert _last_json(capsys.readouterr().out)["backend"] == "rank_bm25"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["retrieve", "--index", "/nonexistent/ix", "--query", "x"], "no index at /nonexistent/ix"),
+        (["index", "--dataset", "/nonexistent.jsonl", "--out", "x"], "does not exist"),
+        (["index", "--dataset", "sample:2wikimultihopqa/malformed.jsonl", "--out", "x"], "no paragraphs to index"),
+        (["index", "--out", "x"], "nothing to index"),
+        (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--kind", "sparse"], "index.kind"),
+        (["pipeline", "retrieval.k=0", "index.kindd=dense"], "2 problem(s)"),
+    ],
+)
+def test_user_errors_exit_2_with_message(argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_retrieve_bad_k_and_empty_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ix = tmp_path / "ix"
+    main(["index", "--dataset", "sample:2wikimultihopqa/dev.jsonl", "--out", str(ix)])
+    capsys.readouterr()
+    assert main(["retrieve", "--index", str(ix), "-k", "0", "--query", "x"]) == 2
+    assert "-k must be at least 1" in capsys.readouterr().err
+    assert main(["retrieve", "--index", str(ix), "--query", "  "]) == 2
+    assert "--query is empty" in capsys.readouterr().err
+
+
+def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    overrides = [f"run_dir={run}", "data.dev=[{name: hp, path: 'sample:hotpotqa/dev.jsonl', limit: 20},"
+                 " {name: mu, path: 'sample:musique/dev.jsonl', limit: 20}]"]
+    assert main(["pipeline", "--json", *overrides]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    assert [s["status"] for s in summary["stages"]] == ["done", "done"]
+    assert set(summary["retrieval"]) == {"hp", "mu"}
+    for m in summary["retrieval"].values():
+        assert m["questions"] == 20
+        assert 0 < m["recall@2"] <= m["recall@4"] <= m["recall@8"] <= m["recall@10"] <= 1
+    assert (run / "index/hp/manifest.json").is_file()
+    assert len((run / "retrieval_eval/mu.jsonl").read_text().splitlines()) == 20
+    assert (run / "config.yaml").is_file() and (run / "summary.json").is_file()
+
+    assert main(["pipeline", "--json", *overrides]) == 0
+    again = _last_json(capsys.readouterr().out)
+    assert [s["status"] for s in again["stages"]] == ["skipped", "skipped"]
+    assert again["retrieval"] == summary["retrieval"]
+
+
+def test_tiny_model_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tiny"
+    assert main(["tiny-model", "--out", str(out), "--dataset", "sample:musique/dev.jsonl",
+                 "tiny_model.vocab_size=512", "tiny_model.num_layers=1", "--json"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    assert summary["config"]["vocab_size"] == 512 and summary["tokenizer_texts"] > 50
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 1 and cfg["vocab_size"] == 512
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()

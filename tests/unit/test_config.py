@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from steper_ray.config import ConfigError, SteperConfig, load_config, parse_overrides
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_YAML = sorted(
+    p for p in REPO.rglob("*.y*ml")
+    if p.suffix in {".yaml", ".yml"} and ".venv" not in p.parts and "runs" not in p.parts
+    and "configs" in p.parts
+)
+
+
+def _models(model: type[BaseModel], seen: set[type] | None = None) -> set[type[BaseModel]]:
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return seen
+    seen.add(model)
+    for field in model.model_fields.values():
+        for cand in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                _models(cand, seen)
+            for inner in getattr(cand, "__args__", ()) or ():
+                if isinstance(inner, type) and issubclass(inner, BaseModel):
+                    _models(inner, seen)
+    return seen
+
+
+def test_every_field_has_a_description() -> None:
+    missing = [
+        f"{m.__name__}.{name}"
+        for m in _models(SteperConfig)
+        for name, field in m.model_fields.items()
+        if not field.description
+    ]
+    assert len(_models(SteperConfig)) >= 8
+    assert missing == []
+
+
+def test_shipped_yaml_files_exist() -> None:
+    names = {p.name for p in SHIPPED_YAML}
+    assert {"local.yaml", "local_dense.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", SHIPPED_YAML, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_yaml_loads_and_validates(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, SteperConfig)
+
+
+def test_local_yaml_is_the_embedded_default() -> None:
+    assert load_config(REPO / "jobs/configs/local.yaml") == SteperConfig()
+
+
+def test_overrides_are_typed_and_nested() -> None:
+    cfg = load_config(None, ["index.kind=dense", "index.bm25.k1=1.2", "retrieval.recall_at=[1, 5]"])
+    assert cfg.index.kind == "dense"
+    assert cfg.index.bm25.k1 == 1.2
+    assert cfg.retrieval.recall_at == [1, 5]
+
+
+def test_all_errors_reported_at_once_with_fixes(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("index:\n  kind: bm26\n  bm25:\n    k: 3\nretrieval:\n  k: 0\nrun_dirr: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ["tiny_model.num_heads=3", "novalue"])
+    problems = info.value.problems
+    text = str(info.value)
+    assert len(problems) == 6, problems
+    assert "index.kind" in text and "'bm25' or 'dense'" in text
+    assert "did you mean 'index.bm25.k1'" in text
+    assert "did you mean 'run_dir'" in text
+    assert "retrieval.k" in text and "greater than or equal to 1" in text
+    assert "hidden_size must be a multiple of num_heads" in text
+    assert "'novalue' is not key=value" in text
+    assert "Fix:" in text
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping of sections"):
+        load_config(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("index: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(broken)
+
+
+def test_cross_field_rules() -> None:
+    with pytest.raises(ConfigError, match="both set"):
+        load_config(None, ["index.dataset=a.jsonl", "index.corpus=b.jsonl"])
+    with pytest.raises(ConfigError, match="repeats dataset names"):
+        load_config(None, ["data.dev=[{name: a, path: x}, {name: a, path: y}]"])
+
+
+def test_parse_overrides_values() -> None:
+    tree, problems = parse_overrides(["a.b=1", "a.c=true", "d=null", "e=text with spaces"])
+    assert problems == []
+    assert tree == {"a": {"b": 1, "c": True}, "d": None, "e": "text with spaces"}

@@ -1,0 +1,84 @@
+"""Dense retrieval on the real offline all-MiniLM-L6-v2 encoder and real FAISS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from steper_ray.config import DenseConfig
+from steper_ray.data.records import Passage, QuestionRecord
+from steper_ray.errors import IndexLoadError, UserError
+from steper_ray.evaluate.metrics import mean, recall_at_k
+from steper_ray.retrieval import load_index
+from steper_ray.retrieval.dense import DenseRetriever, SentenceTransformerEncoder
+
+pytest.importorskip("faiss", reason="dense retrieval needs the 'cpu' or 'gpu' extra")
+
+
+@pytest.fixture(scope="module")
+def encoder() -> SentenceTransformerEncoder:
+    return SentenceTransformerEncoder("minilm", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def flat(encoder: SentenceTransformerEncoder, musique_corpus: list[Passage]) -> DenseRetriever:
+    return DenseRetriever.build(musique_corpus, DenseConfig(device="cpu"), encoder=encoder, progress=False)
+
+
+def test_encoder_is_normalised_384_dim(encoder: SentenceTransformerEncoder) -> None:
+    emb = encoder.encode(["a drummer", "a percussionist", "tax law"], batch_size=2)
+    assert emb.shape == (3, 384) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2]
+
+
+def test_flat_index_finds_gold_paragraphs(flat: DenseRetriever, musique_dev: list[QuestionRecord]) -> None:
+    hits = flat.search([r.question for r in musique_dev], 10)
+    recall = mean(recall_at_k([h.id for h in hs], r.gold_ids, 10) for r, hs in zip(musique_dev, hits))
+    assert recall is not None and recall > 0.5  # 900 passages, 20 per question; random would be ~0.01
+    assert all(len(h) == 10 for h in hits)
+    assert all(h[0].score >= h[-1].score for h in hits)
+
+
+@pytest.mark.parametrize("index_type", ["ivf", "hnsw"])
+def test_approximate_indexes_match_exact_top1_mostly(
+    index_type: str, encoder: SentenceTransformerEncoder, flat: DenseRetriever,
+    musique_corpus: list[Passage], musique_dev: list[QuestionRecord],
+) -> None:
+    cfg = DenseConfig(device="cpu", index_type=index_type, nlist=8, nprobe=8)
+    approx = DenseRetriever.build(musique_corpus, cfg, encoder=encoder, progress=False)
+    queries = [r.question for r in musique_dev]
+    same = sum(a[0].id == b[0].id for a, b in zip(approx.search(queries, 1), flat.search(queries, 1)))
+    assert same >= 0.9 * len(queries)
+
+
+def test_save_load_round_trip(flat: DenseRetriever, encoder: SentenceTransformerEncoder, tmp_path: Path) -> None:
+    out = flat.save(tmp_path / "dense")
+    loaded = load_index(out, encoder=encoder)
+    assert isinstance(loaded, DenseRetriever) and len(loaded) == len(flat)
+    q = ["capital of Mountrail County"]
+    assert [h.id for h in loaded.search(q, 5)[0]] == [h.id for h in flat.search(q, 5)[0]]
+
+
+def test_dimension_mismatch_and_corrupt_vectors(flat: DenseRetriever, tmp_path: Path) -> None:
+    out = flat.save(tmp_path / "dense")
+
+    class Wrong:
+        dim = 8
+
+        def encode(self, texts, batch_size=64, progress=False):  # pragma: no cover - never called
+            raise AssertionError
+
+    with pytest.raises(IndexLoadError, match="384-dim vectors but encoder"):
+        load_index(out, encoder=Wrong())  # type: ignore[arg-type]
+    target = out / "faiss.index"
+    target.write_bytes(b"\1" * target.stat().st_size)
+    with pytest.raises(IndexLoadError, match="faiss.index cannot be read"):
+        load_index(out)
+
+
+def test_unknown_model_path_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="not a local directory"):
+        SentenceTransformerEncoder(str(tmp_path / "no-model"))
