@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pipeline", help="run every stage end to end (no arguments: embedded default)")
     _common(p)
 
+    p = sub.add_parser("generate", help="teacher traces and step-wise examples (Ray Data)")
+    p.add_argument("--out", help="output directory (default <run_dir>/generate)")
+    _common(p)
+
     p = sub.add_parser("index", help="build a BM25 or dense index")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", help="dataset file whose paragraphs form the corpus (or sample:<file>)")
@@ -76,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _flag_overrides(args: argparse.Namespace) -> list[str]:
     """Command-line flags are sugar for config overrides, so a flag and a key=value agree."""
     mapping = {
+        "generate": {"out": "generate.out"},
         "index": {"dataset": "index.dataset", "corpus": "index.corpus", "format": "index.format",
                   "kind": "index.kind", "out": "index.out"},
     }.get(args.command, {})
@@ -106,6 +111,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         summary = run_pipeline(cfg)
         _emit(summary, args.json, format_table(summary))
+    elif args.command == "generate":
+        from steper_ray.generate.job import run_generate
+
+        summary = run_generate(cfg)
+        _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
     elif args.command == "index":
         from steper_ray.commands.index import run_index
 

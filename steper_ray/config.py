@@ -152,6 +152,96 @@ class RetrievalConfig(Section):
     )
 
 
+class ReasoningConfig(Section):
+    max_steps: int = Field(
+        5, ge=2, le=16, description="S: most steps per question (init + expansions + agg)."
+    )
+    max_passages: int = Field(
+        16, ge=1, description="Cap on accumulated passages per question (append-only, deduplicated)."
+    )
+    teacher_prompt: str | None = Field(
+        None,
+        description="YAML with the teacher's instruction and few-shot demonstrations; None: the "
+        "bundled steper_ray/reasoning/teacher_prompt.yaml.",
+    )
+
+
+class GeneratorConfig(Section):
+    kind: Literal["evidence", "vllm", "hf", "openai"] = Field(
+        "evidence",
+        description="'evidence' (writes steps from dataset annotations; no LLM; an upper bound), "
+        "'vllm', 'hf' (transformers) or 'openai' (an OpenAI-compatible completions endpoint).",
+    )
+    model: str | None = Field(
+        None, description="Local model directory (vllm, hf) or served model name (openai)."
+    )
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel GPUs per replica.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; 'auto' = bfloat16 on GPU, float32 on CPU."
+    )
+    max_model_len: int = Field(4096, ge=128, description="Longest prompt + output in tokens.")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="vLLM share of GPU memory (ignored on CPU)."
+    )
+    enable_prefix_caching: bool = Field(
+        True, description="vLLM prefix caching: steps of a question share their prompt prefix."
+    )
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(64, ge=1, description="Most tokens per step (one sentence).")
+    seed: int = Field(0, description="Sampling seed.")
+    batch_size: int = Field(8, ge=1, description="hf: prompts per forward batch.")
+    device: str = Field("auto", description="hf: 'auto', 'cpu' or 'cuda[:N]'.")
+    base_url: str | None = Field(
+        None, description="openai: endpoint base, e.g. http://teacher:8000/v1."
+    )
+    api_key_env: str | None = Field(
+        "OPENAI_API_KEY", description="openai: environment variable holding the API key (optional)."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="openai: per-request timeout.")
+    max_retries: int = Field(4, ge=0, description="openai: retries on timeouts, 429 and 5xx.")
+    concurrency: int = Field(16, ge=1, description="openai: requests in flight per replica.")
+
+    @model_validator(mode="after")
+    def _needs(self) -> GeneratorConfig:
+        problems = []
+        if self.kind in ("vllm", "hf", "openai") and not self.model:
+            problems.append(f"kind '{self.kind}' needs 'model' (a local model directory or served name)")
+        if self.kind == "openai" and not self.base_url:
+            problems.append("kind 'openai' needs 'base_url', e.g. http://host:8000/v1")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class FilterConfig(Section):
+    match: Literal["em", "f1", "contains"] = Field(
+        "em",
+        description="Keep a trace when its answer matches a gold answer or alias by exact match "
+        "('em'), by F1 >= f1_threshold ('f1'), or by containing it ('contains').",
+    )
+    f1_threshold: float = Field(0.8, gt=0, le=1, description="Threshold for match 'f1'.")
+
+
+class GenerateConfig(Section):
+    index: str | None = Field(
+        None,
+        description="Index to retrieve from; None: <run_dir>/index/train, built from the "
+        "training questions' paragraphs if missing.",
+    )
+    out: str | None = Field(None, description="Output directory; None: <run_dir>/generate.")
+    teacher: GeneratorConfig = Field(default_factory=GeneratorConfig, description="The teacher.")
+    filter: FilterConfig = Field(default_factory=FilterConfig, description="Trace filtering.")
+    replicas: int = Field(1, ge=1, description="Teacher actors (each holds an engine and a retriever).")
+    batch_size: int = Field(16, ge=1, description="Questions per Ray Data batch (one loop run).")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per teacher actor.")
+    num_gpus: float = Field(
+        0.0, ge=0, description="GPUs per actor for tensor_parallel_size 1; with TP > 1 each "
+        "actor gets a placement group of TP one-GPU bundles instead."
+    )
+    limit: int | None = Field(None, ge=1, description="Use at most this many questions per dataset.")
+
+
 class TinyModelConfig(Section):
     vocab_size: int = Field(2048, ge=300, description="BPE vocabulary trained on the corpus.")
     hidden_size: int = Field(128, ge=16, description="Model width.")
@@ -196,6 +286,8 @@ class SteperConfig(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Datasets.")
     index: IndexConfig = Field(default_factory=IndexConfig, description="Indexing.")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Retrieval.")
+    reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig, description="The step-wise loop.")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Teacher traces.")
     tiny_model: TinyModelConfig = Field(
         default_factory=TinyModelConfig, description="Offline tiny Llama built for tests/demo."
     )

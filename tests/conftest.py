@@ -12,6 +12,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+from collections.abc import Iterator
 
 import pytest
 
@@ -39,3 +45,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     records = read_dataset("sample:hotpotqa/dev.jsonl", limit=10).records
     texts = [p.text for p in extract_corpus(records)] + [r.question for r in records]
     return build_tiny_llama(texts, tmp_path_factory.mktemp("tiny") / "model", TinyModelConfig())
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray instance for the whole test run."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -128,6 +128,13 @@ def _parse_context_format(rec: dict[str, Any], dataset: str) -> QuestionRecord:
     gold_titles = {t for t, _ in facts}
     gold_ids = [p.id for p in passages if p.title in gold_titles]
     meta = {k: rec[k] for k in ("type", "level", "evidences") if k in rec}
+    by_title = {item[0]: item[1] for item in context}
+    # The supporting sentences in annotation order: the evidence teacher's reasoning steps.
+    meta["support_sentences"] = [
+        by_title[t][i].strip()
+        for t, i in facts
+        if t in by_title and 0 <= i < len(by_title[t]) and by_title[t][i].strip()
+    ]
     return QuestionRecord(
         id=qid,
         question=question,

