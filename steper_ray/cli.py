@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("which", choices=["retrieval"], help="which benchmark")
+    p.add_argument("which", choices=["retrieval", "generation"], help="which benchmark")
     p.add_argument("--data-dir", help="directory with hotpotqa/, musique/, 2wikimultihopqa/ dev files "
                    "(default: the bundled samples)")
     p.add_argument("--out", help="where to write summary.json (default <run_dir>/bench)")
@@ -145,10 +145,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary = run_tiny_model(cfg, args.out, dataset=args.dataset, corpus=args.corpus)
         _emit(summary, args.json, None if args.json else f"tiny model saved to {summary['out']}")
     elif args.command == "bench":
-        from steper_ray.bench.retrieval import run_retrieval_bench
+        out = Path(args.out or Path(cfg.run_dir) / "bench" / args.which)
+        if args.which == "retrieval":
+            from steper_ray.bench.retrieval import run_retrieval_bench
 
-        out = Path(args.out or Path(cfg.run_dir) / "bench")
-        summary = run_retrieval_bench(cfg, data_dir=args.data_dir, out=out)
+            summary = run_retrieval_bench(cfg, data_dir=args.data_dir, out=out)
+        else:
+            from steper_ray.bench.generation import run_generation_bench
+
+            g = cfg.bench.generation
+            summary = run_generation_bench(cfg, out, g.model, g.num_questions, g.batch_size, g.max_tokens)
         _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
     return 0
 

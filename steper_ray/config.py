@@ -275,9 +275,21 @@ class BenchRetrievalConfig(Section):
     )
 
 
+class BenchGenerationConfig(Section):
+    model: str | None = Field(
+        None, description="Teacher model directory; None builds the offline tiny Llama."
+    )
+    num_questions: int = Field(60, ge=4, description="Training questions generated on each side.")
+    batch_size: int = Field(10, ge=1, description="Questions per batch (loop run) on each side.")
+    max_tokens: int = Field(32, ge=1, description="Most tokens per step.")
+
+
 class BenchConfig(Section):
     retrieval: BenchRetrievalConfig = Field(
         default_factory=BenchRetrievalConfig, description="`steper-ray bench retrieval`."
+    )
+    generation: BenchGenerationConfig = Field(
+        default_factory=BenchGenerationConfig, description="`steper-ray bench generation`."
     )
 
 

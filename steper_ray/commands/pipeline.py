@@ -1,8 +1,10 @@
 """`steper-ray pipeline`: every stage that exists, into one run directory, resumable by stage.
 
-Stages today: ``index`` (one index per dev dataset, over its pooled paragraphs) and
-``retrieval_eval`` (recall@k of gold paragraphs, retrieving with the question). A stage that
-finished has a ``summary.json`` in its directory and is skipped on rerun.
+Stages today: ``index`` (one index per dev dataset, over its pooled paragraphs),
+``retrieval_eval`` (recall@k of gold paragraphs, retrieving with the question) and ``generate``
+(teacher traces on Ray Data, filtered and cut into step examples). A stage that finished has a
+``summary.json`` in its directory and is skipped on rerun; an interrupted ``generate`` resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -63,9 +65,16 @@ def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     return {"metrics": metrics}
 
 
+def stage_generate(cfg: SteperConfig, out: Path) -> dict[str, Any]:
+    from steper_ray.generate.job import run_generate
+
+    return run_generate(cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"out": str(out)})}))
+
+
 STAGES: list[tuple[str, Callable[[SteperConfig, Path], dict[str, Any]]]] = [
     ("index", stage_index),
     ("retrieval_eval", stage_retrieval_eval),
+    ("generate", stage_generate),
 ]
 
 
@@ -98,6 +107,8 @@ def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
         "stages": stages,
         "index": results["index"],
         "retrieval": results["retrieval_eval"]["metrics"],
+        "generate": {k: results["generate"].get(k) for k in
+                     ("teacher", "questions", "kept", "dropped", "dropped_by_reason", "examples_per_task")},
         "wall_s": round(time.perf_counter() - t_all, 3),
     }
     write_summary(run_dir, summary)
@@ -114,4 +125,8 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"{'dataset':<16} {'questions':>9} " + " ".join(f"{c:>10}" for c in cols))
         for name, m in metrics.items():
             lines.append(f"{name:<16} {m['questions']:>9} " + " ".join(f"{m[c]:>10.3f}" for c in cols))
+    gen = summary["generate"]
+    lines.append("")
+    lines.append(f"teacher {gen['teacher']}: {gen['kept']}/{gen['questions']} traces kept; "
+                 f"examples per task {gen['examples_per_task']}; dropped {gen['dropped_by_reason']}")
     return "\n".join(lines)

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,8 @@ def _placement_args(tp: int, num_cpus: float) -> Any:
     return args
 
 
-def run_generate(cfg: SteperConfig) -> dict[str, Any]:
+def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) generation; ``on_batch(questions, tokens)`` is called per written batch."""
     t0 = time.perf_counter()
     gcfg = cfg.generate
     out = Path(gcfg.out or Path(cfg.run_dir) / "generate")
@@ -134,7 +136,7 @@ def run_generate(cfg: SteperConfig) -> dict[str, Any]:
                 "index": str(index), "k": cfg.retrieval.k,
             },
             batch_size=gcfg.batch_size,
-            concurrency=gcfg.replicas,
+            compute=ray.data.ActorPoolStrategy(size=gcfg.replicas),
             batch_format="numpy",
             **remote,
         )
@@ -153,6 +155,8 @@ def run_generate(cfg: SteperConfig) -> dict[str, Any]:
             if traces:
                 store.write(traces, examples)
                 processed += len(traces)
+                if on_batch is not None:
+                    on_batch(len(traces), sum(t["num_tokens"] for t in traces))
             rate = processed / max(time.perf_counter() - t_start, 1e-9)
             log.info("generate: %d/%d questions done (%.0f%%), %.2f questions/s",
                      len(written), total, 100 * len(written) / max(total, 1), rate)

@@ -76,13 +76,15 @@ def test_retrieve_bad_k_and_empty_query(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--query is empty" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("ray_session")
 def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     overrides = [f"run_dir={run}", "data.dev=[{name: hp, path: 'sample:hotpotqa/dev.jsonl', limit: 20},"
-                 " {name: mu, path: 'sample:musique/dev.jsonl', limit: 20}]"]
+                 " {name: mu, path: 'sample:musique/dev.jsonl', limit: 20}]", "generate.limit=5"]
     assert main(["pipeline", "--json", *overrides]) == 0
     summary = _last_json(capsys.readouterr().out)
-    assert [s["status"] for s in summary["stages"]] == ["done", "done"]
+    assert [s["status"] for s in summary["stages"]] == ["done", "done", "done"]
+    assert summary["generate"]["kept"] == 10 and summary["generate"]["examples_per_task"]["init"] == 10
     assert set(summary["retrieval"]) == {"hp", "mu"}
     for m in summary["retrieval"].values():
         assert m["questions"] == 20
@@ -93,7 +95,7 @@ def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.Captu
 
     assert main(["pipeline", "--json", *overrides]) == 0
     again = _last_json(capsys.readouterr().out)
-    assert [s["status"] for s in again["stages"]] == ["skipped", "skipped"]
+    assert [s["status"] for s in again["stages"]] == ["skipped", "skipped", "skipped"]
     assert again["retrieval"] == summary["retrieval"]
 
 
