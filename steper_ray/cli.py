@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default <run_dir>/generate)")
     _common(p)
 
+    p = sub.add_parser("train", help="fine-tune the student (Ray Train + DeepSpeed ZeRO)")
+    p.add_argument("--out", help="output directory (default <run_dir>/train)")
+    _common(p)
+
     p = sub.add_parser("index", help="build a BM25 or dense index")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", help="dataset file whose paragraphs form the corpus (or sample:<file>)")
@@ -81,6 +85,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
     """Command-line flags are sugar for config overrides, so a flag and a key=value agree."""
     mapping = {
         "generate": {"out": "generate.out"},
+        "train": {"out": "train.out"},
         "index": {"dataset": "index.dataset", "corpus": "index.corpus", "format": "index.format",
                   "kind": "index.kind", "out": "index.out"},
     }.get(args.command, {})
@@ -97,6 +102,9 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _emit(summary: dict[str, Any], as_json: bool, text: str | None = None) -> None:
+    from steper_ray.ray_session import shutdown_if_started
+
+    shutdown_if_started()  # Ray's forwarded worker logs must not follow the summary line
     if text:
         print(text)
     if as_json:
@@ -115,6 +123,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         from steper_ray.generate.job import run_generate
 
         summary = run_generate(cfg)
+        _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
+    elif args.command == "train":
+        from steper_ray.train.trainer import run_train
+
+        summary = run_train(cfg)
         _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
     elif args.command == "index":
         from steper_ray.commands.index import run_index

@@ -242,6 +242,76 @@ class GenerateConfig(Section):
     limit: int | None = Field(None, ge=1, description="Use at most this many questions per dataset.")
 
 
+class LossConfig(Section):
+    mode: Literal["steper", "uniform", "vanilla_kd"] = Field(
+        "steper",
+        description="'steper' (learned sigma per task), 'uniform' (fixed 'weights') or "
+        "'vanilla_kd' (agg examples only): the paper's ablations.",
+    )
+    weights: list[float] = Field(
+        default_factory=lambda: [1.0, 1.0, 1.0],
+        description="uniform: fixed weights for init, exp, agg (e.g. [1.5, 1, 0.5]).",
+    )
+    target: Literal["next", "cumulative"] = Field(
+        "next",
+        description="Loss on the step's sentence only ('next', matches inference) or on all "
+        "reasoning so far ('cumulative').",
+    )
+    sigma_lr: float = Field(
+        1e-2, gt=0, description="Learning rate of the s_j = log sigma_j^2 parameters (no weight decay)."
+    )
+    init_log_var: float = Field(0.0, description="Initial s_j (0: sigma_j = 1).")
+
+    @model_validator(mode="after")
+    def _three_weights(self) -> LossConfig:
+        if len(self.weights) != 3 or any(w < 0 for w in self.weights):
+            raise ValueError("loss.weights needs three non-negative numbers: init, exp, agg")
+        return self
+
+
+class TrainConfig(Section):
+    student: str | None = Field(
+        None, description="Student model directory (Hugging Face); None: the offline tiny Llama "
+        "built into <run_dir>/models/student."
+    )
+    examples: str | None = Field(
+        None, description="Step examples (Parquet file or directory); None: <run_dir>/generate/examples."
+    )
+    out: str | None = Field(None, description="Output directory; None: <run_dir>/train.")
+    run_name: str = Field("student", description="Ray Train run name; a rerun with the same name resumes.")
+    loss: LossConfig = Field(default_factory=LossConfig, description="The multi-task loss.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate of the model weights.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (not on norms, biases, sigmas).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of steps of linear warmup.")
+    epochs: int = Field(2, ge=1, description="Passes over the examples.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    micro_batch_size: int = Field(2, ge=1, description="Examples per worker per forward pass.")
+    grad_accum: int = Field(3, ge=1, description="Micro-batches per optimizer step per worker.")
+    grad_clip: float = Field(1.0, gt=0, description="Global gradient-norm clip.")
+    max_len: int = Field(2048, ge=32, description="Longest example in tokens; longer prompts lose passages.")
+    trim: Literal["oldest", "newest"] = Field(
+        "oldest", description="Which passages leave a too-long prompt first."
+    )
+    zero_stage: Literal[2, 3] = Field(3, description="DeepSpeed ZeRO stage.")
+    offload_optimizer: bool = Field(False, description="ZeRO optimizer state on CPU.")
+    offload_params: bool = Field(False, description="ZeRO-3 parameters on CPU.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU on GPU).")
+    use_gpu: bool = Field(False, description="Workers get one GPU each, NCCL; else CPU and gloo.")
+    cpus_per_worker: float = Field(
+        0.5, gt=0, description="CPUs reserved per worker; leave some free for the Ray Data reads."
+    )
+    checkpoint_every: int = Field(20, ge=1, description="Checkpoint (and report) every N steps.")
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept by Ray Train.")
+    max_failures: int = Field(2, ge=0, description="Worker failures survived (restart from the last checkpoint).")
+    seed: int = Field(0, description="Data order and initialisation seed.")
+    log_every: int = Field(1, ge=1, description="Write metrics every N steps.")
+    mlflow_uri: str | None = Field(
+        None, description="MLflow tracking URI (e.g. file:/path/mlruns); None: no MLflow."
+    )
+    tensorboard: bool = Field(False, description="Also write TensorBoard event files under <out>/tb.")
+
+
 class TinyModelConfig(Section):
     vocab_size: int = Field(2048, ge=300, description="BPE vocabulary trained on the corpus.")
     hidden_size: int = Field(128, ge=16, description="Model width.")
@@ -300,6 +370,7 @@ class SteperConfig(Section):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Retrieval.")
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig, description="The step-wise loop.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Teacher traces.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Student training.")
     tiny_model: TinyModelConfig = Field(
         default_factory=TinyModelConfig, description="Offline tiny Llama built for tests/demo."
     )

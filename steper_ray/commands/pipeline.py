@@ -1,8 +1,9 @@
 """`steper-ray pipeline`: every stage that exists, into one run directory, resumable by stage.
 
 Stages today: ``index`` (one index per dev dataset, over its pooled paragraphs),
-``retrieval_eval`` (recall@k of gold paragraphs, retrieving with the question) and ``generate``
-(teacher traces on Ray Data, filtered and cut into step examples). A stage that finished has a
+``retrieval_eval`` (recall@k of gold paragraphs, retrieving with the question), ``generate``
+(teacher traces on Ray Data, filtered and cut into step examples) and ``train`` (the student on
+Ray Train + DeepSpeed ZeRO). A stage that finished has a
 ``summary.json`` in its directory and is skipped on rerun; an interrupted ``generate`` resumes
 where it stopped.
 """
@@ -71,10 +72,17 @@ def stage_generate(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     return run_generate(cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"out": str(out)})}))
 
 
+def stage_train(cfg: SteperConfig, out: Path) -> dict[str, Any]:
+    from steper_ray.train.trainer import run_train
+
+    return run_train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"out": str(out)})}))
+
+
 STAGES: list[tuple[str, Callable[[SteperConfig, Path], dict[str, Any]]]] = [
     ("index", stage_index),
     ("retrieval_eval", stage_retrieval_eval),
     ("generate", stage_generate),
+    ("train", stage_train),
 ]
 
 
@@ -109,6 +117,7 @@ def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
         "retrieval": results["retrieval_eval"]["metrics"],
         "generate": {k: results["generate"].get(k) for k in
                      ("teacher", "questions", "kept", "dropped", "dropped_by_reason", "examples_per_task")},
+        "train": {k: results["train"].get(k) for k in ("loss_mode", "steps", "final", "model", "plot")},
         "wall_s": round(time.perf_counter() - t_all, 3),
     }
     write_summary(run_dir, summary)
@@ -129,4 +138,8 @@ def format_table(summary: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"teacher {gen['teacher']}: {gen['kept']}/{gen['questions']} traces kept; "
                  f"examples per task {gen['examples_per_task']}; dropped {gen['dropped_by_reason']}")
+    tr = summary["train"]
+    final = tr.get("final") or {}
+    sig = ", ".join(f"{t} {final[f'sigma_{t}']:.3f}" for t in ("init", "exp", "agg") if final.get(f"sigma_{t}") is not None)
+    lines.append(f"student ({tr['loss_mode']}, {tr['steps']} steps): final sigmas {sig}; model {tr['model']}")
     return "\n".join(lines)

@@ -21,6 +21,7 @@ from steper_ray.data.records import QuestionRecord
 from steper_ray.errors import UserError
 from steper_ray.generate.stage import TeacherStage
 from steper_ray.generate.store import PartStore
+from steper_ray.ray_session import ensure_ray
 from steper_ray.retrieval import build_index
 from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
@@ -74,14 +75,6 @@ def ensure_index(cfg: SteperConfig, records: list[QuestionRecord]) -> Path:
         log.info("building the training index (%s, %d passages) at %s", cfg.index.kind, len(passages), path)
         build_index(list({p.id: p for p in passages}.values()), cfg.index, progress=False).save(path)
     return path
-
-
-def ensure_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        # Connects to a running cluster (RAY_ADDRESS, `ray job submit`) or starts a local one.
-        ray.init()
 
 
 def _placement_args(tp: int, num_cpus: float) -> Any:

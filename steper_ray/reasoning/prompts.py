@@ -9,9 +9,14 @@ Student layout (IRCoT style), identical at training and inference:
     <text 2>
 
     Q: <question>
-    A: <r1> <r2> ...
+    A: <r1>
+     <r2>
+     ...
 
-The model continues the answer field with one sentence ended by a newline. Passages are
+The answer field holds the reasoning so far, one ``" <sentence>\n"`` per step, exactly the
+completions of the earlier steps: so prompt(s) + completion(s) is prompt(s+1) without its new
+passages, and "end the sentence with a newline" never conflicts with "continue after it" (the
+model always writes a newline after a sentence; a new line starts the next one). Passages are
 append-only in retrieval order, so the prompt of step s+1 starts with the whole passage block of
 step s: consecutive steps share that prefix (vLLM prefix caching), and the teacher's instruction
 and demonstrations form a prefix shared by every question.
@@ -51,7 +56,7 @@ def format_passages(passages: list[PromptPassage]) -> str:
 
 def student_prompt(state: StepState) -> str:
     """The one prompt builder for the student's view of a step (training and inference)."""
-    answer = "".join(f" {r}" for r in state.reasoning)
+    answer = "".join(completion_text(r) for r in state.reasoning)
     return f"{format_passages(state.passages)}Q: {state.question}\nA:{answer}"
 
 

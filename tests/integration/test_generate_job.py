@@ -59,7 +59,8 @@ def test_evidence_teacher_job_on_sample_data(tmp_path: Path) -> None:
     for steps in by_q.values():
         steps.sort(key=lambda e: e["step"])
         for a, b in zip(steps, steps[1:]):
-            assert b["prompt"].endswith(a["prompt"].split("\nQ: ", 1)[1] + completion_text(a["completion"].strip()).rstrip("\n"))
+            assert b["prompt"].endswith(a["prompt"].split("\nQ: ", 1)[1] + a["completion"])
+            assert a["completion"] == completion_text(a["completion"].strip())
     # The retrieval index was built once, for the training corpus.
     assert (tmp_path / "index/train/manifest.json").is_file()
     # Rerun: nothing to do, same totals.

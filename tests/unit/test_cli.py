@@ -80,10 +80,12 @@ def test_retrieve_bad_k_and_empty_query(tmp_path: Path, capsys: pytest.CaptureFi
 def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"
     overrides = [f"run_dir={run}", "data.dev=[{name: hp, path: 'sample:hotpotqa/dev.jsonl', limit: 20},"
-                 " {name: mu, path: 'sample:musique/dev.jsonl', limit: 20}]", "generate.limit=5"]
+                 " {name: mu, path: 'sample:musique/dev.jsonl', limit: 20}]", "generate.limit=5",
+                 "train.max_steps=2", "train.checkpoint_every=2"]
     assert main(["pipeline", "--json", *overrides]) == 0
     summary = _last_json(capsys.readouterr().out)
-    assert [s["status"] for s in summary["stages"]] == ["done", "done", "done"]
+    assert [s["status"] for s in summary["stages"]] == ["done", "done", "done", "done"]
+    assert summary["train"]["steps"] == 2 and (run / "train/model/model.safetensors").is_file()
     assert summary["generate"]["kept"] == 10 and summary["generate"]["examples_per_task"]["init"] == 10
     assert set(summary["retrieval"]) == {"hp", "mu"}
     for m in summary["retrieval"].values():
@@ -95,7 +97,7 @@ def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.Captu
 
     assert main(["pipeline", "--json", *overrides]) == 0
     again = _last_json(capsys.readouterr().out)
-    assert [s["status"] for s in again["stages"]] == ["skipped", "skipped", "skipped"]
+    assert [s["status"] for s in again["stages"]] == ["skipped"] * 4
     assert again["retrieval"] == summary["retrieval"]
 
 

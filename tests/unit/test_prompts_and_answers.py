@@ -24,7 +24,7 @@ def test_student_prompt_layout_is_exact() -> None:
     assert student_prompt(state) == (
         "Wikipedia Title: Neil Peart\nNeil Peart was the drummer of Rush.\n\n"
         "Wikipedia Title: Rush (band)\nRush was a Canadian rock band.\n\n"
-        "Q: Which band had Neil Peart?\nA: Neil Peart drummed for Rush."
+        "Q: Which band had Neil Peart?\nA: Neil Peart drummed for Rush.\n"
     )
     assert student_prompt(StepState("Q?")) == "Q: Q?\nA:"
     assert completion_text("So the answer is: Rush.") == " So the answer is: Rush.\n"
@@ -36,7 +36,7 @@ def test_consecutive_steps_share_the_passage_prefix() -> None:
     p1, p2 = student_prompt(s1), student_prompt(s2)
     assert p2.startswith(format_passages([P1]))
     # prompt + completion of step 1 is exactly what step 2 sees after its new passages
-    assert (p1 + completion_text("r1.")).replace(format_passages([P1]), "").rstrip("\n") == \
+    assert (p1 + completion_text("r1.")).replace(format_passages([P1]), "") == \
         p2.replace(format_passages([P1, P2]), "")
 
 

@@ -1,0 +1,13 @@
+"""Student training as a Ray job:
+
+    ray job submit --working-dir . -- python jobs/train_student.py --config jobs/configs/cluster.yaml
+
+Same as `steper-ray train`; arguments are passed through (--json, key=value overrides).
+"""
+
+import sys
+
+from steper_ray.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,148 @@
+"""Step-wise training data: tokenisation with completion-only labels, passage trimming, and a
+batch plan that groups similar lengths and puts every task into every optimizer step.
+
+The prompt is tokenised as one string, exactly as at inference; the completion follows it.
+Labels are -100 on prompt tokens (``target: next``) or only on the passages/question part
+(``target: cumulative``: the reasoning so far in the answer field carries loss too).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from steper_ray.train.loss import IGNORE, TASKS
+
+_BLOCK = re.compile(r"(?=Wikipedia Title: )")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    id: str
+    task: int  # index into TASKS
+    input_ids: list[int]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def shard_rows(rows: Sequence[dict], rank: int, world_size: int) -> list[dict]:
+    """This worker's rows: order all rows by a hash of their id and deal them out round-robin.
+    Balanced (sizes differ by at most one) and the same on every run, so a resumed run
+    continues over the same data in the same order."""
+    def key(r: dict) -> str:
+        return hashlib.md5(str(r["id"]).encode()).hexdigest()
+
+    ordered = sorted(rows, key=key)
+    return ordered[rank::world_size]
+
+
+def split_prompt(prompt: str) -> tuple[list[str], str]:
+    """(passage blocks, the rest starting at 'Q: ')."""
+    q = prompt.rfind("Q: ")
+    head, tail = prompt[:q], prompt[q:]
+    return [b for b in _BLOCK.split(head) if b], tail
+
+
+def encode_example(tokenizer, example: dict, max_len: int, target: str = "next",  # type: ignore[no-untyped-def]
+                   trim: str = "oldest") -> Encoded | str:
+    """Token ids and labels, or the reason the example is dropped. The completion is never
+    cut: whole passages leave the prompt (oldest or newest first) until it fits."""
+    completion = tokenizer(example["completion"], add_special_tokens=False).input_ids
+    prompt = example["prompt"]
+    blocks, rest = split_prompt(prompt)
+    while True:
+        enc = tokenizer(prompt, return_offsets_mapping=target == "cumulative")
+        if len(enc.input_ids) + len(completion) <= max_len:
+            break
+        if not blocks:
+            return "too long without passages"
+        blocks = blocks[1:] if trim == "oldest" else blocks[:-1]
+        prompt = "".join(blocks) + rest
+    ids = list(enc.input_ids)
+    if target == "cumulative":
+        answer_start = prompt.rfind("\nA:") + len("\nA:")
+        labels = [t if start >= answer_start else IGNORE for t, (start, _) in zip(ids, enc.offset_mapping)]
+    else:
+        labels = [IGNORE] * len(ids)
+    task = example["task"]
+    if task not in TASKS:
+        return f"unknown task {task!r}"
+    return Encoded(example["id"], TASKS.index(task), ids + completion, labels + completion)
+
+
+def encode_all(tokenizer, examples: Sequence[dict], max_len: int, target: str, trim: str  # type: ignore[no-untyped-def]
+               ) -> tuple[list[Encoded], Counter[str]]:
+    out, dropped = [], Counter()
+    for ex in examples:
+        r = encode_example(tokenizer, ex, max_len, target, trim)
+        if isinstance(r, str):
+            dropped[r] += 1
+        else:
+            out.append(r)
+    return out, dropped
+
+
+def plan_steps(items: Sequence[Encoded], micro_batch: int, micro_per_step: int, seed: int,
+               epoch: int) -> list[list[list[int]]]:
+    """Optimizer steps, each a list of ``micro_per_step`` micro-batches of item indices.
+
+    Micro-batches hold one task and similar lengths (little padding). Each step draws from
+    every task that still has micro-batches, in proportion to what is left (at least one each
+    when ``micro_per_step`` allows), so every optimizer step sees each task present in the data.
+    A last, incomplete step is dropped.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    pools: dict[int, list[list[int]]] = {}
+    for task in sorted({it.task for it in items}):
+        idx = [i for i, it in enumerate(items) if it.task == task]
+        rng.shuffle(idx)  # random order among equal lengths
+        idx.sort(key=lambda i: len(items[i]))
+        mbs = [idx[i:i + micro_batch] for i in range(0, len(idx), micro_batch)]
+        rng.shuffle(mbs)
+        pools[task] = mbs
+    steps = []
+    while sum(len(p) for p in pools.values()) >= micro_per_step:
+        left = {t: len(p) for t, p in pools.items() if p}
+        take = {t: 0 for t in left}
+        # one each first (task coverage), then largest remainders by share of what is left
+        for t in sorted(left, key=lambda t: -left[t])[:micro_per_step]:
+            take[t] = 1
+        total = sum(left.values())
+        while sum(take.values()) < micro_per_step:
+            t = max(left, key=lambda t: (left[t] * micro_per_step / total - take[t]) if take[t] < left[t] else -1e9)
+            take[t] += 1
+        step = [pools[t].pop() for t in take for _ in range(take[t])]
+        rng.shuffle(step)
+        steps.append(step)
+    rng.shuffle(steps)  # callers may cut the plan short; never always the same examples
+    return steps
+
+
+def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids, attention_mask, labels (-100 on padding), task_ids."""
+    width = max(len(it) for it in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for row, it in enumerate(items):
+        n = len(it)
+        ids[row, :n] = torch.tensor(it.input_ids)
+        labels[row, :n] = torch.tensor(it.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+            "task_ids": torch.tensor([it.task for it in items], dtype=torch.long)}
+
+
+def padding_waste(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
+    """Share of pad tokens when each batch is padded to its longest member."""
+    real = sum(lengths[i] for b in batches for i in b)
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches if b)
+    return 1 - real / padded if padded else 0.0

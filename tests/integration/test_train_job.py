@@ -1,0 +1,127 @@
+"""Student training under Ray Train + DeepSpeed ZeRO-3 on 2 CPU workers (gloo)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from steper_ray.config import BM25Config, load_config
+from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.generate.examples import trace_examples
+from steper_ray.reasoning.generators.evidence import EvidenceGenerator
+from steper_ray.reasoning.loop import Question, StepwiseReasoner
+from steper_ray.retrieval.bm25 import BM25Retriever
+from steper_ray.train.trainer import run_train
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+@pytest.fixture(scope="module")
+def small_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Step examples of two real questions with short prompts (one passage per step)."""
+    records = read_dataset("sample:musique/train.json", limit=2).records
+    retriever = BM25Retriever.build(extract_corpus(records), BM25Config())
+    traces = StepwiseReasoner(retriever, EvidenceGenerator(records), max_steps=3, k=1, max_passages=2).run(
+        [Question(r.id, r.question) for r in records])
+    rows = [e for t in traces for e in trace_examples(t)]
+    path = tmp_path_factory.mktemp("examples") / "examples.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+@pytest.mark.slow
+def test_student_memorises_its_examples_and_exports(tmp_path: Path, small_examples: Path, tiny_model_dir: Path) -> None:
+    cfg = load_config(None, [
+        f"run_dir={tmp_path}", f"train.student={tiny_model_dir}", f"train.examples={small_examples}",
+        "train.lr=0.003", "train.warmup_ratio=0.05", "train.epochs=400", "train.max_steps=300",
+        "train.micro_batch_size=1", "train.grad_accum=1", "train.checkpoint_every=150",
+    ])
+    summary = run_train(cfg)
+    out = tmp_path / "train"
+    assert summary["steps"] == 300 and summary["examples_used"] == pq.read_table(small_examples).num_rows
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 301))
+    assert {"loss_init", "sigma_agg", "weight_exp", "lr", "grad_norm", "tokens_per_s"} <= set(metrics[-1])
+    # learned sigmas moved, and follow the loss: s_j -> log L_j as the loss falls
+    assert all(metrics[-1][f"sigma_{t}"] < 1.0 for t in ("init", "exp", "agg"))
+    assert (out / "sigmas.png").stat().st_size > 10_000
+    assert summary["checkpoint"] and Path(summary["checkpoint"]).is_dir()
+
+    # The exported model reproduces every completion from its training prompt, greedily.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    misses = []
+    for row in pq.read_table(small_examples).to_pylist():
+        ids = tok(row["prompt"], return_tensors="pt").input_ids
+        target = tok(row["completion"], add_special_tokens=False).input_ids
+        gen = model.generate(ids, max_new_tokens=len(target), do_sample=False)
+        text = tok.decode(gen[0, ids.shape[1]:])
+        if text != row["completion"]:
+            misses.append((row["id"], text, row["completion"]))
+    assert misses == []
+
+
+def _base(tmp_path: Path, examples: Path, model: Path) -> list[str]:
+    return [f"run_dir={tmp_path}", f"train.student={model}", f"train.examples={examples}",
+            "train.micro_batch_size=1", "train.grad_accum=1", "train.epochs=100", "train.run_name=resumable"]
+
+
+def _logged_steps(out: Path) -> list[int]:
+    return [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_rerun_with_the_same_name_resumes_where_it_stopped(tmp_path: Path, small_examples: Path,
+                                                            tiny_model_dir: Path) -> None:
+    base = _base(tmp_path, small_examples, tiny_model_dir) + ["train.checkpoint_every=3"]
+    run_train(load_config(None, base + ["train.max_steps=6"]))
+    second = run_train(load_config(None, base + ["train.max_steps=9"]))
+    # the second run started from the step-6 checkpoint: steps 7-9 only, no restart at 1
+    assert _logged_steps(tmp_path / "train") == list(range(1, 10))
+    assert second["steps"] == 9
+
+
+@pytest.mark.slow
+def test_killed_worker_restarts_from_the_last_checkpoint(tmp_path: Path, small_examples: Path,
+                                                         tiny_model_dir: Path) -> None:
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    cfg = load_config(None, _base(tmp_path, small_examples, tiny_model_dir) + [
+        "train.max_steps=40", "train.checkpoint_every=5", "train.max_failures=1"])
+    storage = tmp_path / "train/ray/resumable"
+    killed: list[int] = []
+
+    def kill_a_worker_after_first_checkpoint() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if storage.exists() and any(p.name.startswith("checkpoint_") for p in storage.iterdir()):
+                for proc in psutil.process_iter(["pid", "cmdline"]):
+                    if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                        os.kill(proc.info["pid"], signal.SIGKILL)
+                        killed.append(proc.info["pid"])
+                        return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_a_worker_after_first_checkpoint, daemon=True)
+    killer.start()
+    summary = run_train(cfg)
+    killer.join(timeout=5)
+    assert killed, "no training worker was found to kill"
+    steps = _logged_steps(tmp_path / "train")
+    assert summary["steps"] == 40 and steps[-1] == 40
+    # After the kill, training went back to a checkpoint (a multiple of 5) and redid the steps
+    # after it: some steps are logged twice, none is missing.
+    assert len(steps) > 40 and sorted(set(steps)) == list(range(1, 41))
+    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert (steps[restart] - 1) % 5 == 0

@@ -1,0 +1,157 @@
+"""Pure parts of training: the loss, the DeepSpeed config, tokenisation and batching."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from steper_ray.train.data import Encoded, collate, encode_example, padding_waste, plan_steps, split_prompt
+from steper_ray.train.deepspeed_config import build_deepspeed_config
+from steper_ray.train.loss import IGNORE, TASKS, StepERLoss, per_task_token_ce
+
+
+def test_steper_loss_equals_closed_form_and_reaches_every_sigma() -> None:
+    loss = StepERLoss("steper")
+    with torch.no_grad():
+        loss.log_vars.copy_(torch.tensor([0.5, -0.3, 1.2]))
+    ce_sum, ce_cnt = torch.tensor([6.0, 10.0, 3.0]), torch.tensor([3.0, 4.0, 2.0])
+    value = loss(ce_sum, ce_cnt)
+    Ls = [2.0, 2.5, 1.5]
+    s = [0.5, -0.3, 1.2]
+    expected = sum(math.exp(-sj) * Lj / 2 + sj / 2 for sj, Lj in zip(s, Ls))
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+    value.backward()
+    grad = loss.log_vars.grad
+    assert grad is not None
+    for j in range(3):  # d/ds_j = -exp(-s_j) L_j / 2 + 1/2
+        assert grad[j].item() == pytest.approx(-math.exp(-s[j]) * Ls[j] / 2 + 0.5, rel=1e-5)
+    assert loss.sigmas().tolist() == pytest.approx([math.exp(x / 2) for x in s], rel=1e-6)
+    assert loss.effective_weights().tolist() == pytest.approx([math.exp(-x) / 2 for x in s], rel=1e-6)
+
+
+def test_missing_task_contributes_nothing() -> None:
+    loss = StepERLoss("steper")
+    with torch.no_grad():
+        loss.log_vars.copy_(torch.tensor([0.2, 0.7, -0.4]))
+    value = loss(torch.tensor([4.0, 0.0, 1.0]), torch.tensor([2.0, 0.0, 1.0]))
+    expected = math.exp(-0.2) * 2.0 / 2 + 0.1 + math.exp(0.4) * 1.0 / 2 - 0.2
+    assert value.item() == pytest.approx(expected, rel=1e-6)
+    value.backward()
+    assert loss.log_vars.grad[1].item() == 0.0 and torch.isfinite(loss.log_vars.grad).all()
+
+
+def test_uniform_and_vanilla_kd_modes() -> None:
+    ce_sum, ce_cnt = torch.tensor([2.0, 4.0, 6.0]), torch.tensor([1.0, 1.0, 2.0])
+    uniform = StepERLoss("uniform", weights=[1.5, 1.0, 0.5])
+    assert uniform(ce_sum, ce_cnt).item() == pytest.approx(1.5 * 2 + 4 + 0.5 * 3)
+    assert not uniform.log_vars.requires_grad
+    kd = StepERLoss("vanilla_kd")
+    assert kd(ce_sum, ce_cnt).item() == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="unknown loss mode"):
+        StepERLoss("nope")
+
+
+def test_per_task_token_ce_masks_prompt_and_shifts() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[IGNORE, IGNORE, 3, 4, IGNORE], [IGNORE, 1, 2, IGNORE, IGNORE]])
+    s, c = per_task_token_ce(logits, labels, torch.tensor([0, 2]))
+    assert c.tolist() == [2.0, 0.0, 2.0]
+    lp = torch.log_softmax(logits, -1)
+    manual0 = -(lp[0, 1, 3] + lp[0, 2, 4])
+    manual2 = -(lp[1, 0, 1] + lp[1, 1, 2])
+    assert s.tolist() == pytest.approx([manual0.item(), 0.0, manual2.item()], rel=1e-5)
+
+
+def test_deepspeed_config() -> None:
+    cfg = build_deepspeed_config(zero_stage=3, micro_batch_size=2, grad_accum=4, world_size=8, on_gpu=True,
+                                 offload_optimizer=True, grad_clip=0.5)
+    assert cfg["train_batch_size"] == 64 and cfg["gradient_accumulation_steps"] == 4
+    assert cfg["bf16"]["enabled"] is True and cfg["gradient_clipping"] == 0.5
+    assert cfg["zero_optimization"]["stage"] == 3
+    assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    cpu = build_deepspeed_config(zero_stage=2, micro_batch_size=1, grad_accum=1, world_size=2, on_gpu=False)
+    assert cpu["bf16"]["enabled"] is False and "offload_optimizer" not in cpu["zero_optimization"]
+    with pytest.raises(ValueError, match="needs ZeRO stage 3"):
+        build_deepspeed_config(zero_stage=2, micro_batch_size=1, grad_accum=1, world_size=1, on_gpu=False,
+                               offload_params=True)
+
+
+PROMPT = ("Wikipedia Title: A\nalpha alpha alpha.\n\nWikipedia Title: B\nbeta beta.\n\n"
+          "Q: what?\nA: first step.\n")
+
+
+def test_encode_masks_prompt_and_trims_whole_passages(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ex = {"id": "q:2", "task": "exp", "prompt": PROMPT, "completion": " second step.\n"}
+    full = encode_example(tok, ex, 10_000)
+    assert isinstance(full, Encoded) and full.task == TASKS.index("exp")
+    n_prompt = len(tok(PROMPT).input_ids)
+    assert full.input_ids[:n_prompt] == tok(PROMPT).input_ids  # prompt tokenised as at inference
+    assert full.labels[:n_prompt] == [IGNORE] * n_prompt
+    assert tok.decode(full.labels[n_prompt:]) == " second step.\n"
+    cum = encode_example(tok, ex, 10_000, target="cumulative")
+    assert isinstance(cum, Encoded)
+    labelled = tok.decode([t for t in cum.labels if t != IGNORE])
+    assert labelled == " first step.\n second step.\n"
+    # too long: whole passages leave, oldest first, the completion is intact
+    blocks, rest = split_prompt(PROMPT)
+    without_a = "".join(blocks[1:]) + rest
+    limit = len(tok(without_a).input_ids) + len(tok(" second step.\n", add_special_tokens=False).input_ids)
+    trimmed = encode_example(tok, ex, limit)
+    assert isinstance(trimmed, Encoded) and tok.decode(trimmed.input_ids).startswith("Wikipedia Title: B")
+    newest = encode_example(tok, ex, limit, trim="newest")
+    assert isinstance(newest, Encoded) and "Wikipedia Title: B" not in tok.decode(newest.input_ids)
+    assert encode_example(tok, ex, 5) == "too long without passages"
+
+
+def _items(tasks_lengths: list[tuple[int, int]]) -> list[Encoded]:
+    return [Encoded(str(i), t, [1] * n, [1] * n) for i, (t, n) in enumerate(tasks_lengths)]
+
+
+def test_plan_puts_every_task_in_every_step_and_groups_lengths() -> None:
+    import random
+
+    rng = random.Random(0)
+    items = _items([(0, rng.randint(50, 400)) for _ in range(40)] + [(1, rng.randint(80, 900)) for _ in range(70)]
+                   + [(2, rng.randint(100, 1200)) for _ in range(40)])
+    steps = plan_steps(items, micro_batch=2, micro_per_step=4, seed=1, epoch=0)
+    assert len(steps) == 150 // 8
+    for step in steps:
+        assert len(step) == 4
+        assert {items[i].task for mb in step for i in mb} == {0, 1, 2}
+        for mb in step:
+            assert len({items[i].task for i in mb}) == 1  # micro-batches are task-homogeneous
+    used = [i for s in steps for mb in s for i in mb]
+    assert len(used) == len(set(used))
+    assert plan_steps(items, 2, 4, seed=1, epoch=0) == steps  # deterministic
+    assert plan_steps(items, 2, 4, seed=1, epoch=1) != steps  # reshuffled per epoch
+    lengths = [len(it) for it in items]
+    ours = padding_waste([mb for s in steps for mb in s], lengths)
+    naive = padding_waste([[i for i in range(len(items)) if items[i].task == t][k:k + 2]
+                           for t in range(3) for k in range(0, 70, 2)], lengths)
+    assert ours < naive
+
+
+def test_collate_right_pads() -> None:
+    batch = collate([Encoded("a", 0, [5, 6, 7], [IGNORE, 6, 7]), Encoded("b", 2, [8], [8])], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE, 6, 7], [8, IGNORE, IGNORE]]
+    assert batch["task_ids"].tolist() == [0, 2]
+
+
+def test_shards_are_balanced_disjoint_and_stable() -> None:
+    from steper_ray.train.data import shard_rows
+
+    rows = [{"id": f"q{i}:{j}"} for i in range(7) for j in range(3)]
+    shards = [shard_rows(rows, r, 4) for r in range(4)]
+    assert sorted(len(s) for s in shards) == [5, 5, 5, 6]
+    ids = [r["id"] for s in shards for r in s]
+    assert sorted(ids) == sorted(r["id"] for r in rows)
+    assert shard_rows(list(reversed(rows)), 2, 4) == shards[2]  # input order does not matter
