@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("which", choices=["retrieval", "generation"], help="which benchmark")
+    p.add_argument("which", choices=["retrieval", "generation", "training"], help="which benchmark")
     p.add_argument("--data-dir", help="directory with hotpotqa/, musique/, 2wikimultihopqa/ dev files "
                    "(default: the bundled samples)")
     p.add_argument("--out", help="where to write summary.json (default <run_dir>/bench)")
@@ -163,6 +163,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from steper_ray.bench.retrieval import run_retrieval_bench
 
             summary = run_retrieval_bench(cfg, data_dir=args.data_dir, out=out)
+        elif args.which == "training":
+            from steper_ray.bench.training import run_training_bench
+
+            summary = run_training_bench(cfg, out, cfg.bench.training.steps)
         else:
             from steper_ray.bench.generation import run_generation_bench
 

@@ -354,12 +354,19 @@ class BenchGenerationConfig(Section):
     max_tokens: int = Field(32, ge=1, description="Most tokens per step.")
 
 
+class BenchTrainingConfig(Section):
+    steps: int = Field(12, ge=3, description="Optimizer steps timed on each side (first two are warm-up).")
+
+
 class BenchConfig(Section):
     retrieval: BenchRetrievalConfig = Field(
         default_factory=BenchRetrievalConfig, description="`steper-ray bench retrieval`."
     )
     generation: BenchGenerationConfig = Field(
         default_factory=BenchGenerationConfig, description="`steper-ray bench generation`."
+    )
+    training: BenchTrainingConfig = Field(
+        default_factory=BenchTrainingConfig, description="`steper-ray bench training`."
     )
 
 

@@ -125,3 +125,24 @@ def test_killed_worker_restarts_from_the_last_checkpoint(tmp_path: Path, small_e
     assert len(steps) > 40 and sorted(set(steps)) == list(range(1, 41))
     restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
     assert (steps[restart] - 1) % 5 == 0
+
+
+@pytest.mark.slow
+def test_train_loop_runs_without_ray_as_a_plain_function(tmp_path: Path, small_examples: Path,
+                                                         tiny_model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from steper_ray.config import TrainConfig\n"
+        "from steper_ray.train.loop import make_loop_config, train_loop_per_worker\n"
+        "cfg = TrainConfig(max_steps=3, checkpoint_every=2, zero_stage=2, micro_batch_size=1, grad_accum=2)\n"
+        f"train_loop_per_worker(make_loop_config(cfg, {str(tiny_model_dir)!r}, {str(small_examples)!r}, {str(tmp_path)!r}))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
+    assert _logged_steps(tmp_path) == [1, 2, 3]
+    assert (tmp_path / "checkpoints/latest").is_file()
+    assert (tmp_path / "model/model.safetensors").is_file()
+    state = json.loads((tmp_path / "train_state.json").read_text())
+    assert state["world_size"] == 1 and state["steps"] == 3
