@@ -37,8 +37,9 @@ def read_training_questions(cfg: SteperConfig) -> tuple[list[QuestionRecord], li
     for spec in cfg.data.train:
         result = read_dataset(spec.path, spec.format, cfg.generate.limit or spec.limit, name=spec.name)
         for rec in result.records:
-            if rec.id in seen:
-                bad_rows.append(error_row(rec.id, spec.name, rec.question, rec.answers, "bad record: duplicate id across datasets"))
+            if rec.id in seen:  # its own row id, so every output row stays unique
+                bad_rows.append(error_row(f"{spec.name}:{rec.id}", spec.name, rec.question, rec.answers,
+                                          "bad record: duplicate id across datasets"))
                 continue
             seen.add(rec.id)
             records.append(rec)

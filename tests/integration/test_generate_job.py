@@ -138,3 +138,15 @@ def test_tensor_parallel_placement_is_one_gpu_bundles_on_one_node() -> None:
     assert pg.bundle_specs == [{"GPU": 1, "CPU": 2.0}, {"GPU": 1}, {"GPU": 1}, {"GPU": 1}]
     assert strategy.placement_group_capture_child_tasks is True
     remove_placement_group(pg)
+
+
+def test_same_question_in_two_datasets_is_written_once_plus_a_reasoned_row(tmp_path: Path) -> None:
+    data = ("data.train=[{name: a, path: 'sample:musique/dev.jsonl', limit: 3},"
+            " {name: b, path: 'sample:musique/dev.jsonl', limit: 3}]")
+    summary = run_generate(load_config(None, [f"run_dir={tmp_path}", data]))
+    traces = pq.read_table(tmp_path / "generate/traces").to_pylist()
+    ids = [t["question_id"] for t in traces]
+    assert len(ids) == len(set(ids)) == 6 and summary["kept"] == 3
+    dupes = [t for t in traces if t["dataset"] == "b"]
+    assert all(t["drop_reason"] == "bad record: duplicate id across datasets" and t["question_id"].startswith("b:")
+               for t in dupes)
