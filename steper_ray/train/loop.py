@@ -25,6 +25,7 @@ from steper_ray.config import TrainConfig
 from steper_ray.train.data import collate, encode_all, plan_steps, shard_rows
 from steper_ray.train.deepspeed_config import build_deepspeed_config
 from steper_ray.train.loss import TASKS, StepERLoss, per_task_token_ce
+from steper_ray.train.tracking import MetricSinks
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +184,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if is_main:
             log.info("resumed from %s at step %d", ckpt_dir, start_step)
 
-    metrics_path = out / "metrics.jsonl"
+    sinks = None
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
+        sinks = MetricSinks(out, cfg.tensorboard, cfg.mlflow_uri, cfg.run_name, cfg.model_dump())
     n_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in module.model.parameters())
     gpu_name = torch.cuda.get_device_name(device) if on_gpu else ""
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu_name), None)
@@ -232,13 +234,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if peak:
                 m["mfu"] = round(6 * n_params * tok_s / (peak * world), 4)
             last_metrics = m
-            if is_main:
-                with metrics_path.open("a") as fh:
-                    fh.write(json.dumps(m) + "\n")
+            if sinks is not None:
+                sinks.log(m)
                 log.info("step %d/%d %s", done, total_steps,
                          " ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, float)))
         if done % cfg.checkpoint_every == 0 or done == total_steps:
             _checkpoint(engine, out, done, last_metrics, in_ray)
+
+    if sinks is not None:
+        sinks.close()
 
     # --- export -----------------------------------------------------------------------------
     with _gathered(list(module.model.parameters()), zero3):

@@ -39,6 +39,7 @@ def test_student_memorises_its_examples_and_exports(tmp_path: Path, small_exampl
         f"run_dir={tmp_path}", f"train.student={tiny_model_dir}", f"train.examples={small_examples}",
         "train.lr=0.003", "train.warmup_ratio=0.05", "train.epochs=400", "train.max_steps=300",
         "train.micro_batch_size=1", "train.grad_accum=1", "train.checkpoint_every=150",
+        "train.tensorboard=true", f"train.mlflow_uri=file:{tmp_path / 'mlruns'}",
     ])
     summary = run_train(cfg)
     out = tmp_path / "train"
@@ -50,6 +51,16 @@ def test_student_memorises_its_examples_and_exports(tmp_path: Path, small_exampl
     assert all(metrics[-1][f"sigma_{t}"] < 1.0 for t in ("init", "exp", "agg"))
     assert (out / "sigmas.png").stat().st_size > 10_000
     assert summary["checkpoint"] and Path(summary["checkpoint"]).is_dir()
+    assert any((out / "tb").glob("events.out.tfevents.*"))
+    import os
+
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # reading a file store needs it too
+    mlflow.set_tracking_uri(f"file:{tmp_path / 'mlruns'}")
+    client = mlflow.tracking.MlflowClient()
+    (run,) = client.search_runs([client.get_experiment_by_name("steper-ray").experiment_id])
+    assert len(client.get_metric_history(run.info.run_id, "sigma_agg")) == 300
 
     # The exported model reproduces every completion from its training prompt, greedily.
     from transformers import AutoModelForCausalLM, AutoTokenizer

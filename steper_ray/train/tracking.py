@@ -1,0 +1,52 @@
+"""Where per-step training metrics go (rank 0 only): metrics.jsonl always, TensorBoard and
+MLflow when configured."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class MetricSinks:
+    def __init__(self, out: Path, tensorboard: bool = False, mlflow_uri: str | None = None,
+                 run_name: str = "student", params: dict[str, Any] | None = None):
+        self.jsonl = (out / "metrics.jsonl").open("a")
+        self.tb = None
+        self.mlflow = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+        if mlflow_uri:
+            if mlflow_uri.startswith("file:"):
+                # MLflow 3 keeps the plain-directory store (no server, no database) behind a flag.
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            import mlflow
+
+            mlflow.set_tracking_uri(mlflow_uri)
+            mlflow.set_experiment("steper-ray")
+            self.mlflow = mlflow
+            mlflow.start_run(run_name=run_name)
+            if params:
+                mlflow.log_params({k: v for k, v in params.items() if not isinstance(v, (dict, list))})
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        step = int(metrics["step"])
+        self.jsonl.write(json.dumps(metrics) + "\n")
+        self.jsonl.flush()
+        numbers = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+        if self.tb is not None:
+            for k, v in numbers.items():
+                self.tb.add_scalar(k, v, step)
+        if self.mlflow is not None:
+            self.mlflow.log_metrics(numbers, step=step)
+
+    def close(self) -> None:
+        self.jsonl.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.mlflow is not None:
+            self.mlflow.end_run()
