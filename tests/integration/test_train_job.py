@@ -77,6 +77,18 @@ def test_student_memorises_its_examples_and_exports(tmp_path: Path, small_exampl
             misses.append((row["id"], text, row["completion"]))
     assert misses == []
 
+    # vLLM loads the export too, and its greedy output for each training prompt (stopping at
+    # the newline, as the reasoning loop does) is the trained completion.
+    pytest.importorskip("vllm")
+    from steper_ray.reasoning.generators.protocol import GenRequest
+    from steper_ray.reasoning.generators.vllm_engine import VLLMGenerator
+    from steper_ray.reasoning.prompts import completion_text
+
+    rows = pq.read_table(small_examples).to_pylist()
+    gen = VLLMGenerator(str(out / "model"), max_model_len=2048, max_tokens=48, dtype="float32")
+    outs = gen.generate([GenRequest(r["prompt"]) for r in rows])
+    assert [completion_text(o.text) for o in outs] == [r["completion"] for r in rows]
+
 
 def _base(tmp_path: Path, examples: Path, model: Path) -> list[str]:
     return [f"run_dir={tmp_path}", f"train.student={model}", f"train.examples={examples}",
@@ -148,7 +160,8 @@ def test_train_loop_runs_without_ray_as_a_plain_function(tmp_path: Path, small_e
         "import json, sys\n"
         "from steper_ray.config import TrainConfig\n"
         "from steper_ray.train.loop import make_loop_config, train_loop_per_worker\n"
-        "cfg = TrainConfig(max_steps=3, checkpoint_every=2, zero_stage=2, micro_batch_size=1, grad_accum=2)\n"
+        "cfg = TrainConfig(max_steps=3, checkpoint_every=2, zero_stage=2, micro_batch_size=1, grad_accum=2,\n"
+        "                  gradient_checkpointing=True)\n"
         f"train_loop_per_worker(make_loop_config(cfg, {str(tiny_model_dir)!r}, {str(small_examples)!r}, {str(tmp_path)!r}))\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
