@@ -28,7 +28,7 @@ from steper_ray.data import extract_corpus, read_dataset
 from steper_ray.data.paths import SAMPLE_DIR
 from steper_ray.data.records import Passage, QuestionRecord
 from steper_ray.errors import DataError
-from steper_ray.evaluate.metrics import mean, recall_at_k
+from steper_ray.evaluate.metrics import mean_recall_at
 from steper_ray.retrieval.agreement import topk_agree
 from steper_ray.retrieval.bm25 import BM25Retriever
 from steper_ray.retrieval.protocol import Retriever
@@ -109,11 +109,8 @@ def _qps(retriever: Retriever, queries: list[str], k: int) -> tuple[float, list[
 
 
 def _recall(records: list[QuestionRecord], hits: list[list[Any]]) -> dict[str, float | None]:
-    out = {}
-    for k in RECALL_AT:
-        value = mean(recall_at_k([h.id for h in hs], r.gold_ids, k) for r, hs in zip(records, hits))
-        out[f"@{k}"] = round(value, 4) if value is not None else None
-    return out
+    recall = mean_recall_at([[h.id for h in hs] for hs in hits], [r.gold_ids for r in records], RECALL_AT)
+    return {f"@{k}": round(v, 4) if v is not None else None for k, v in recall.items()}
 
 
 def bench_bm25_pair(passages: list[Passage], queries: list[str], cfg: BM25Config) -> dict[str, Any]:

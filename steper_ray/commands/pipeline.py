@@ -19,7 +19,7 @@ from typing import Any
 
 from steper_ray.config import SteperConfig, dump_config
 from steper_ray.data import extract_corpus, read_dataset
-from steper_ray.evaluate.metrics import mean, recall_at_k
+from steper_ray.evaluate.metrics import mean_recall_at
 from steper_ray.retrieval import build_index, load_index
 from steper_ray.summary import write_summary
 
@@ -56,12 +56,10 @@ def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
             rows.append({"id": rec.id, "question": rec.question, "gold_ids": rec.gold_ids, "hits": ids})
         with (out / f"{spec.name}.jsonl").open("w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
+        recall = mean_recall_at([r["hits"] for r in rows], [r["gold_ids"] for r in rows], cutoffs)
         metrics[spec.name] = {
             "questions": len(rows),
-            **{
-                f"recall@{k}": round(mean(recall_at_k(r["hits"], r["gold_ids"], k) for r in rows) or 0.0, 4)
-                for k in cutoffs
-            },
+            **{f"recall@{k}": round(v or 0.0, 4) for k, v in recall.items()},
         }
     return {"metrics": metrics}
 

@@ -60,6 +60,12 @@ def recall_at_k(retrieved_ids: Sequence[str], gold_ids: Iterable[str], k: int) -
     return len(gold & set(retrieved_ids[:k])) / len(gold)
 
 
+def mean_recall_at(retrieved: Sequence[Sequence[str]], golds: Sequence[Iterable[str]],
+                   cutoffs: Iterable[int]) -> dict[int, float | None]:
+    """Mean recall@k over queries with gold paragraphs, for each cut-off (None: no gold at all)."""
+    return {k: mean(recall_at_k(r, g, k) for r, g in zip(retrieved, golds)) for k in cutoffs}
+
+
 def mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return sum(vals) / len(vals) if vals else None

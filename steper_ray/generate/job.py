@@ -58,7 +58,7 @@ def error_row(qid: str, dataset: str, question: str, answers: list[str], reason:
             "error": reason, "num_steps": 0, "num_tokens": 0, "passage_ids": [], "steps": []}
 
 
-def ensure_index(cfg: SteperConfig, records: list[QuestionRecord]) -> Path:
+def ensure_index(cfg: SteperConfig) -> Path:
     """The configured index, or <run_dir>/index/train built from the training paragraphs."""
     if cfg.generate.index:
         path = Path(cfg.generate.index)
@@ -68,13 +68,14 @@ def ensure_index(cfg: SteperConfig, records: list[QuestionRecord]) -> Path:
     try:
         check_index_dir(path)
     except UserError:
-        passages = []
-        for spec in cfg.data.train:  # all paragraphs, also of questions past the limit
-            passages += extract_corpus(read_dataset(spec.path, spec.format, name=spec.name).records)
+        # all paragraphs, also of questions past the limit, pooled and deduplicated
+        passages = extract_corpus(
+            r for spec in cfg.data.train for r in read_dataset(spec.path, spec.format, name=spec.name).records
+        )
         if not passages:
             raise UserError("the training datasets have no paragraphs to index; set generate.index") from None
         log.info("building the training index (%s, %d passages) at %s", cfg.index.kind, len(passages), path)
-        build_index(list({p.id: p for p in passages}.values()), cfg.index, progress=False).save(path)
+        build_index(passages, cfg.index, progress=False).save(path)
     return path
 
 
@@ -111,7 +112,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
 
     processed = tokens = 0
     if pending:
-        index = ensure_index(cfg, records)
+        index = ensure_index(cfg)
         ensure_ray()
         import ray
 
@@ -135,7 +136,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
             **remote,
         )
         t_start = time.perf_counter()
-        written: set[str] = set(done)
+        written: set[str] = done | {row["question_id"] for row in new_bad}
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             traces, examples = [], []
             for qid, trace_json, ex_json in zip(batch["question_id"], batch["trace"], batch["examples"]):

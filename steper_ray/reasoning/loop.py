@@ -102,7 +102,7 @@ class StepwiseReasoner:
         self.k = k
         self.max_passages = max_passages
 
-    def run(self, questions: Sequence[Question], on_step: Callable[[int, list[Trace]], None] | None = None) -> list[Trace]:
+    def run(self, questions: Sequence[Question]) -> list[Trace]:
         traces = [Trace(q.id, q.question) for q in questions]
         states = [StepState(q.question) for q in questions]
         seen: list[set[str]] = [set() for _ in questions]
@@ -154,6 +154,4 @@ class StepwiseReasoner:
                     force_final[i] = marker  # init already answered: close with one agg step
                     still_active.append(i)
             active = still_active
-            if on_step is not None:
-                on_step(step, traces)
         return traces

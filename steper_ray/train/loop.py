@@ -143,8 +143,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     items, dropped = encode_all(tokenizer, rows, cfg.max_len, cfg.loss.target, cfg.trim)
     if cfg.loss.mode == "vanilla_kd":
         items = [it for it in items if TASKS[it.task] == "agg"]
-    steps_here = len(plan_steps(items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, 0))
-    agreed = torch.tensor([steps_here], dtype=torch.long)
+    first_plan = plan_steps(items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, 0)
+    agreed = torch.tensor([len(first_plan)], dtype=torch.long)
     dist.all_reduce(agreed, op=dist.ReduceOp.MIN)  # every rank must take the same optimizer steps
     steps_per_epoch = int(agreed.item())
     if steps_per_epoch == 0:
@@ -193,7 +193,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu_name), None)
 
     # --- train ------------------------------------------------------------------------------
-    plan_epoch, plan = -1, []
+    plan_epoch, plan = 0, first_plan
     last_metrics: dict[str, Any] = {}
     for step in range(start_step, total_steps):
         epoch, within = divmod(step, steps_per_epoch)

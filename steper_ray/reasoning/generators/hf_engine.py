@@ -47,10 +47,10 @@ class HFGenerator:
             i for tok, i in self.tokenizer.get_vocab().items() if "\n" in self.tokenizer.convert_tokens_to_string([tok])
         }
 
-    def _generate_batch(self, prompts: list[str]) -> list[Generation]:
+    def _generate_batch(self, prompt_ids: list[list[int]]) -> list[Generation]:
         import torch
 
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True).to(self.device)
+        enc = self.tokenizer.pad({"input_ids": prompt_ids}, return_tensors="pt").to(self.device)
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if self.temperature > 0:
             torch.manual_seed(self.seed)
@@ -75,9 +75,11 @@ class HFGenerator:
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
         results: list[Generation | None] = [None] * len(requests)
-        ok = []
+        ok: list[int] = []
+        ids: dict[int, list[int]] = {}
         for i, req in enumerate(requests):
-            n = len(self.tokenizer(req.prompt).input_ids)
+            ids[i] = self.tokenizer(req.prompt).input_ids  # once: length check and generation
+            n = len(ids[i])
             if n + self.max_tokens > self.max_model_len:
                 results[i] = Generation("", 0, f"prompt has {n} tokens; with max_tokens {self.max_tokens} "
                                                f"it exceeds max_model_len {self.max_model_len}")
@@ -86,13 +88,13 @@ class HFGenerator:
         for start in range(0, len(ok), self.batch_size):
             idx = ok[start:start + self.batch_size]
             try:
-                outs = self._generate_batch([requests[i].prompt for i in idx])
+                outs = self._generate_batch([ids[i] for i in idx])
             except (RuntimeError, ValueError) as exc:  # isolate a failing batch request by request
                 log.warning("batch generate failed (%s); retrying one by one", exc)
                 outs = []
                 for i in idx:
                     try:
-                        outs += self._generate_batch([requests[i].prompt])
+                        outs += self._generate_batch([ids[i]])
                     except (RuntimeError, ValueError) as exc1:
                         outs.append(Generation("", 0, f"generation failed: {exc1}"))
             for i, g in zip(idx, outs):

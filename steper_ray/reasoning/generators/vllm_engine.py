@@ -69,26 +69,29 @@ class VLLMGenerator:
         )
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        # Tokenise once: the ids both check the length and go to the engine as they are.
+        prompts: list[dict[str, list[int]]] = []
         results: list[Generation | None] = [None] * len(requests)
         ok: list[int] = []
         for i, req in enumerate(requests):
-            n = len(self.tokenizer(req.prompt).input_ids)
-            if n + 1 > self.max_model_len:  # vLLM rejects the whole batch for one such prompt
-                results[i] = Generation("", 0, f"prompt has {n} tokens, over max_model_len {self.max_model_len}")
+            ids = self.tokenizer(req.prompt).input_ids
+            if len(ids) + 1 > self.max_model_len:  # vLLM rejects the whole batch for one such prompt
+                results[i] = Generation("", 0, f"prompt has {len(ids)} tokens, over max_model_len {self.max_model_len}")
             else:
                 ok.append(i)
+                prompts.append({"prompt_token_ids": ids})
         if ok:
             try:
-                outs = self.llm.generate([requests[i].prompt for i in ok], self.params, use_tqdm=False)
+                outs = self.llm.generate(prompts, self.params, use_tqdm=False)
                 gens = [self._result(o) for o in outs]
             except Exception as exc:  # noqa: BLE001 - an engine error must not cost the batch
                 log.warning("vLLM batch failed (%s: %s); retrying request by request", type(exc).__name__, exc)
-                gens = [self._one(requests[i].prompt) for i in ok]
+                gens = [self._one(p) for p in prompts]
             for i, g in zip(ok, gens):
                 results[i] = g
         return [r for r in results if r is not None]
 
-    def _one(self, prompt: str) -> Generation:
+    def _one(self, prompt: dict[str, list[int]]) -> Generation:
         try:
             return self._result(self.llm.generate([prompt], self.params, use_tqdm=False)[0])
         except Exception as exc:  # noqa: BLE001
