@@ -46,6 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default <run_dir>/train)")
     _common(p)
 
+    p = sub.add_parser("evaluate", help="a model answers the dev sets (Ray Data); or compare runs")
+    p.add_argument("--out", help="output directory (default <run_dir>/evaluate; with --compare "
+                   "<run_dir>/compare)")
+    p.add_argument("--compare", nargs="+", metavar="RUN_DIR",
+                   help="write a comparison report (Markdown + PNG) of these evaluated runs instead")
+    _common(p)
+
+    p = sub.add_parser("serve", help="the HTTP endpoint on Ray Serve (runs until Ctrl-C)")
+    p.add_argument("--host", help="bind address (default serve.host)")
+    p.add_argument("--port", type=int, help="HTTP port (default serve.port)")
+    _common(p)
+
     p = sub.add_parser("index", help="build a BM25 or dense index")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", help="dataset file whose paragraphs form the corpus (or sample:<file>)")
@@ -73,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("which", choices=["retrieval", "generation", "training"], help="which benchmark")
+    p.add_argument("which", choices=["retrieval", "generation", "training", "serving"], help="which benchmark")
     p.add_argument("--data-dir", help="directory with hotpotqa/, musique/, 2wikimultihopqa/ dev files "
                    "(default: the bundled samples)")
     p.add_argument("--out", help="where to write summary.json (default <run_dir>/bench)")
@@ -86,6 +98,8 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
     mapping = {
         "generate": {"out": "generate.out"},
         "train": {"out": "train.out"},
+        "evaluate": {"out": "evaluate.out"},
+        "serve": {"host": "serve.host", "port": "serve.port"},
         "index": {"dataset": "index.dataset", "corpus": "index.corpus", "format": "index.format",
                   "kind": "index.kind", "out": "index.out"},
     }.get(args.command, {})
@@ -129,6 +143,22 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         summary = run_train(cfg)
         _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
+    elif args.command == "evaluate" and args.compare is not None:
+        from steper_ray.evaluate.report import compare_runs
+
+        summary = compare_runs(args.compare, Path(args.out or Path(cfg.run_dir) / "compare"))
+        _emit(summary, args.json, None if args.json else
+              Path(summary["report"]).read_text() + f"\nreport {summary['report']}, chart {summary['plot']}")
+    elif args.command == "evaluate":
+        from steper_ray.evaluate.job import run_evaluate
+
+        summary = run_evaluate(cfg)
+        _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
+    elif args.command == "serve":
+        from steper_ray.serve.app import run_serve
+
+        summary = run_serve(cfg)
+        _emit(summary, args.json)
     elif args.command == "index":
         from steper_ray.commands.index import run_index
 
@@ -163,6 +193,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from steper_ray.bench.retrieval import run_retrieval_bench
 
             summary = run_retrieval_bench(cfg, data_dir=args.data_dir, out=out)
+        elif args.which == "serving":
+            from steper_ray.bench.serving import run_serving_bench
+
+            summary = run_serving_bench(cfg, out)
         elif args.which == "training":
             from steper_ray.bench.training import run_training_bench
 
@@ -186,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if hasattr(args, "overrides"):
         args.overrides = [*args.overrides, *extra]
+    if getattr(args, "compare", None):  # nargs="+" also swallows trailing key=value overrides
+        args.overrides += [x for x in args.compare if "=" in x]
+        args.compare = [x for x in args.compare if "=" not in x]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

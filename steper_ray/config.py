@@ -312,6 +312,93 @@ class TrainConfig(Section):
     tensorboard: bool = Field(False, description="Also write TensorBoard event files under <out>/tb.")
 
 
+class EvaluateConfig(Section):
+    model: GeneratorConfig | None = Field(
+        None,
+        description="The model evaluated; None: transformers (hf) on <run_dir>/train/model, the "
+        "trained student. Use kind 'vllm' on GPU, 'evidence' for the evidence-teacher bound.",
+    )
+    prompt: Literal["student", "teacher"] = Field(
+        "student", description="'student' (bare step prompt) or 'teacher' (instruction + demos)."
+    )
+    index_dir: str | None = Field(
+        None,
+        description="Directory with one index per dev dataset (<index_dir>/<name>); None: "
+        "<run_dir>/index, built from each dev set's paragraphs when missing.",
+    )
+    out: str | None = Field(None, description="Output directory; None: <run_dir>/evaluate.")
+    replicas: int = Field(1, ge=1, description="Evaluation actors (each holds an engine and the retrievers).")
+    batch_size: int = Field(16, ge=1, description="Questions per Ray Data batch (one loop run).")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per evaluation actor.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per evaluation actor (1 for vLLM on GPU).")
+    limit: int | None = Field(None, ge=1, description="Evaluate at most this many questions per dev set.")
+
+
+class AutoscalingConfig(Section):
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas (0 lets an idle deployment scale to zero).")
+    max_replicas: int = Field(1, ge=1, description="Most replicas.")
+    target_ongoing_requests: float = Field(
+        2.0, gt=0, description="Requests in flight per replica the autoscaler aims for."
+    )
+    upscale_delay_s: float = Field(10.0, ge=0, description="Load must stay high this long before scaling up.")
+    downscale_delay_s: float = Field(300.0, ge=0, description="Load must stay low this long before scaling down.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas}); "
+                "raise max_replicas or lower min_replicas"
+            )
+        return self
+
+
+class DeploymentConfig(Section):
+    autoscaling: AutoscalingConfig = Field(
+        default_factory=AutoscalingConfig, description="Replica bounds and autoscaling targets."
+    )
+    max_ongoing_requests: int = Field(32, ge=1, description="Requests one replica accepts at once; more queue.")
+    num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per replica.")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (1 for the reasoner on GPU).")
+
+
+class ServeConfig(Section):
+    host: str = Field("127.0.0.1", description="HTTP bind address ('0.0.0.0' to listen on every interface).")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    app_name: str = Field("steper", description="Serve application name.")
+    route_prefix: str = Field("/", description="URL prefix of the application.")
+    model: GeneratorConfig | None = Field(
+        None,
+        description="The served student; None: transformers (hf) on <run_dir>/train/model. "
+        "kind 'vllm' uses vLLM's async engine (continuous batching across requests).",
+    )
+    index: str | None = Field(
+        None, description="Index directory served by the retriever; None: <run_dir>/index/<first dev set>."
+    )
+    max_question_chars: int = Field(1000, ge=1, description="Longest question accepted (longer: 422).")
+    max_k: int = Field(20, ge=1, description="Largest per-request 'k' accepted.")
+    max_steps: int = Field(8, ge=2, description="Largest per-request 'max_steps' accepted.")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="A request still running after this long gets 504."
+    )
+    retriever_timeout_s: float = Field(
+        10.0, gt=0, description="Waiting longer than this for the retriever deployment gives 503."
+    )
+    auth_token_env: str | None = Field(
+        "STEPER_API_TOKEN",
+        description="Environment variable holding the bearer token; when it is set (on the "
+        "serving nodes), /v1/* requests without 'Authorization: Bearer <token>' get 401.",
+    )
+    batch_max_size: int = Field(16, ge=1, description="Most step prompts one reasoner replica batches together.")
+    batch_wait_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
+    retriever: DeploymentConfig = Field(default_factory=DeploymentConfig, description="Retriever deployment.")
+    reasoner: DeploymentConfig = Field(default_factory=DeploymentConfig, description="Reasoner (student) deployment.")
+    ingress: DeploymentConfig = Field(
+        default_factory=lambda: DeploymentConfig(max_ongoing_requests=64, num_cpus=0.1),
+        description="HTTP ingress deployment.",
+    )
+
+
 class TinyModelConfig(Section):
     vocab_size: int = Field(2048, ge=300, description="BPE vocabulary trained on the corpus.")
     hidden_size: int = Field(128, ge=16, description="Model width.")
@@ -358,6 +445,19 @@ class BenchTrainingConfig(Section):
     steps: int = Field(12, ge=3, description="Optimizer steps timed on each side (first two are warm-up).")
 
 
+class BenchServingConfig(Section):
+    model: str | None = Field(
+        None, description="Student model directory; None: a tiny Llama built offline into the output dir."
+    )
+    engine: Literal["hf", "vllm"] = Field("hf", description="Engine on both sides: 'hf' (transformers) or 'vllm'.")
+    concurrency: list[int] = Field(
+        default_factory=lambda: [1, 4, 16], description="Concurrent clients, one measurement each."
+    )
+    requests_per_level: int = Field(32, ge=4, description="Requests timed per concurrency level.")
+    max_steps: int = Field(3, ge=2, description="Reasoning steps per request.")
+    max_tokens: int = Field(16, ge=1, description="Most tokens per step.")
+
+
 class BenchConfig(Section):
     retrieval: BenchRetrievalConfig = Field(
         default_factory=BenchRetrievalConfig, description="`steper-ray bench retrieval`."
@@ -367,6 +467,9 @@ class BenchConfig(Section):
     )
     training: BenchTrainingConfig = Field(
         default_factory=BenchTrainingConfig, description="`steper-ray bench training`."
+    )
+    serving: BenchServingConfig = Field(
+        default_factory=BenchServingConfig, description="`steper-ray bench serving`."
     )
 
 
@@ -378,6 +481,8 @@ class SteperConfig(Section):
     reasoning: ReasoningConfig = Field(default_factory=ReasoningConfig, description="The step-wise loop.")
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Teacher traces.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Student training.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation on the dev sets.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="The HTTP endpoint (Ray Serve).")
     tiny_model: TinyModelConfig = Field(
         default_factory=TinyModelConfig, description="Offline tiny Llama built for tests/demo."
     )

@@ -16,6 +16,9 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+# Serve tests turn bearer auth on with this variable (serve.auth_token_env); set before Ray
+# starts so that replicas inherit it.
+os.environ["STEPER_TEST_API_TOKEN"] = "test-token"
 
 from collections.abc import Iterator
 
@@ -55,3 +58,18 @@ def ray_session() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session: None) -> Iterator[str]:
+    """Serve's HTTP proxy on a free local port, once per test run."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()

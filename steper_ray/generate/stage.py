@@ -5,7 +5,6 @@ traces and returns one row per question. Plain Python: it runs without Ray too."
 from __future__ import annotations
 
 import json
-import logging
 from typing import Any
 
 from steper_ray.config import GenerateConfig, ReasoningConfig
@@ -14,11 +13,10 @@ from steper_ray.generate.examples import trace_examples
 from steper_ray.generate.filter import drop_reason
 from steper_ray.reasoning.generators.evidence import EvidenceGenerator
 from steper_ray.reasoning.generators.factory import build_generator
+from steper_ray.reasoning.isolate import run_isolated
 from steper_ray.reasoning.loop import Question, StepwiseReasoner, Trace
 from steper_ray.reasoning.prompts import StepState, TeacherPrompt
 from steper_ray.retrieval import load_index
-
-log = logging.getLogger(__name__)
 
 
 class TeacherStage:
@@ -43,16 +41,7 @@ class TeacherStage:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         records = [QuestionRecord.from_dict(json.loads(x)) for x in batch["record"]]
-        try:
-            traces = self._run(records)
-        except Exception as exc:  # noqa: BLE001 - isolate the question that breaks the batch
-            log.warning("batch of %d failed (%s); rerunning question by question", len(records), exc)
-            traces = []
-            for rec in records:
-                try:
-                    traces += self._run([rec])
-                except Exception as exc1:  # noqa: BLE001
-                    traces.append(Trace(rec.id, rec.question, error=f"{type(exc1).__name__}: {exc1}"))
+        traces = run_isolated(self._run, records)
         rows: dict[str, list[Any]] = {"question_id": [], "trace": [], "examples": []}
         for rec, trace in zip(records, traces):
             reason = drop_reason(trace, rec.answers, self.cfg.filter)

@@ -11,7 +11,7 @@ No Ray in here: callers wrap it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,6 +104,13 @@ class StepwiseReasoner:
 
     def run(self, questions: Sequence[Question]) -> list[Trace]:
         traces = [Trace(q.id, q.question) for q in questions]
+        for _ in self.steps(questions, traces):
+            pass
+        return traces
+
+    def steps(self, questions: Sequence[Question], traces: list[Trace]) -> Iterator[tuple[int, StepRecord]]:
+        """Run the loop, filling ``traces`` in place and yielding (question index, step) as each
+        step is produced (serving streams these)."""
         states = [StepState(q.question) for q in questions]
         seen: list[set[str]] = [set() for _ in questions]
         force_final = [False] * len(questions)
@@ -153,5 +160,5 @@ class StepwiseReasoner:
                 else:
                     force_final[i] = marker  # init already answered: close with one agg step
                     still_active.append(i)
+                yield i, trace.steps[-1]
             active = still_active
-        return traces

@@ -125,16 +125,28 @@ def test_killed_worker_restarts_from_the_last_checkpoint(tmp_path: Path, small_e
     storage = tmp_path / "train/ray/resumable"
     killed: list[int] = []
 
+    metrics = tmp_path / "train/metrics.jsonl"
+
+    def last_logged_step() -> int:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        try:
+            return json.loads(lines[-1])["step"] if lines else 0
+        except json.JSONDecodeError:  # caught mid-write
+            return 0
+
     def kill_a_worker_after_first_checkpoint() -> None:
+        # Kill mid-way between checkpoints (2-3 steps after one), never right on one, so that the
+        # restart has finished steps to redo and the test can see it.
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
-            if storage.exists() and any(p.name.startswith("checkpoint_") for p in storage.iterdir()):
+            has_ckpt = storage.exists() and any(p.name.startswith("checkpoint_") for p in storage.iterdir())
+            if has_ckpt and last_logged_step() > 5 and last_logged_step() % 5 in (2, 3):
                 for proc in psutil.process_iter(["pid", "cmdline"]):
                     if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
                         os.kill(proc.info["pid"], signal.SIGKILL)
                         killed.append(proc.info["pid"])
                         return
-            time.sleep(0.1)
+            time.sleep(0.02)
 
     killer = threading.Thread(target=kill_a_worker_after_first_checkpoint, daemon=True)
     killer.start()
@@ -147,7 +159,7 @@ def test_killed_worker_restarts_from_the_last_checkpoint(tmp_path: Path, small_e
     # after it: some steps are logged twice, none is missing.
     assert len(steps) > 40 and sorted(set(steps)) == list(range(1, 41))
     restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
-    assert (steps[restart] - 1) % 5 == 0
+    assert (steps[restart] - 1) % 5 == 0 and steps[restart] < steps[restart - 1]
 
 
 @pytest.mark.slow

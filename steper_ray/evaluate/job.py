@@ -1,0 +1,126 @@
+"""`steper-ray evaluate`: a model answers the dev sets with the step-wise loop, on Ray Data.
+
+Reads every dev set, makes sure each has its index, maps batches of questions over an actor
+pool of EvalStage actors (one engine + the retrievers each) and writes, per dataset, the
+predictions (answer, steps with queries and passage ids, tokens) and the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from steper_ray.config import GeneratorConfig, SteperConfig
+from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.data.records import QuestionRecord
+from steper_ray.errors import UserError
+from steper_ray.evaluate.scoring import dataset_metrics
+from steper_ray.evaluate.stage import EvalStage
+from steper_ray.ray_session import ensure_ray
+from steper_ray.retrieval import build_index
+from steper_ray.retrieval.store import check_index_dir
+from steper_ray.summary import write_summary
+
+log = logging.getLogger(__name__)
+
+
+def student_model(cfg: SteperConfig, model: GeneratorConfig | None) -> GeneratorConfig:
+    """The configured model, or the trained student of this run on transformers."""
+    if model is not None:
+        return model
+    path = Path(cfg.run_dir) / "train" / "model"
+    if not (path / "config.json").is_file():
+        raise UserError(f"no trained student at {path}; run `steper-ray train` first, or set the "
+                        "model to evaluate (e.g. evaluate.model.kind=hf evaluate.model.model=DIR)")
+    return GeneratorConfig(kind="hf", model=str(path))
+
+
+def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
+    """<index_dir>/<dataset> for every dev set; missing ones are built (only under run_dir)."""
+    root = Path(cfg.evaluate.index_dir or Path(cfg.run_dir) / "index")
+    out = {}
+    for spec in cfg.data.dev:
+        path = root / spec.name
+        try:
+            check_index_dir(path)
+        except UserError:
+            if cfg.evaluate.index_dir:  # a user-given index must exist: never build over it
+                raise
+            passages = extract_corpus(read_dataset(spec.path, spec.format, spec.limit, name=spec.name).records)
+            log.info("building the %s dev index (%d passages) at %s", spec.name, len(passages), path)
+            build_index(passages, cfg.index, progress=False).save(path)
+        out[spec.name] = str(path)
+    return out
+
+
+def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    ecfg = cfg.evaluate
+    out = Path(ecfg.out or Path(cfg.run_dir) / "evaluate")
+    model = student_model(cfg, ecfg.model)
+    records: dict[str, list[QuestionRecord]] = {}
+    bad: dict[str, int] = {}
+    for spec in cfg.data.dev:
+        result = read_dataset(spec.path, spec.format, ecfg.limit or spec.limit, name=spec.name)
+        records[spec.name] = [r for r in result.records if r.answers]
+        bad[spec.name] = len(result.bad) + len(result.records) - len(records[spec.name])
+    total = sum(len(v) for v in records.values())
+    if total == 0:
+        raise UserError("the dev sets have no questions with gold answers to evaluate; check data.dev")
+    indexes = dev_indexes(cfg)
+
+    ensure_ray()
+    import ray
+
+    items = [{"record": json.dumps(r.to_dict())} for recs in records.values() for r in recs]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / ecfg.batch_size)))
+    remote: dict[str, Any] = {"num_cpus": ecfg.num_cpus}
+    if ecfg.num_gpus:
+        remote["num_gpus"] = ecfg.num_gpus
+    ds = ds.map_batches(
+        EvalStage,
+        fn_constructor_kwargs={"model": model.model_dump(), "prompt": ecfg.prompt,
+                               "reasoning": cfg.reasoning.model_dump(), "indexes": indexes,
+                               "k": cfg.retrieval.k},
+        batch_size=ecfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=ecfg.replicas),
+        batch_format="numpy",
+        **remote,
+    )
+    rows_by_dataset: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in records}
+    done = 0
+    t_run = time.perf_counter()
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for pred in batch["prediction"]:
+            row = json.loads(pred)
+            rows_by_dataset[row["dataset"]][row["question_id"]] = row  # a retried task overwrites
+        done = sum(len(v) for v in rows_by_dataset.values())
+        log.info("evaluate: %d/%d questions (%.0f%%), %.2f questions/s", done, total,
+                 100 * done / total, done / max(time.perf_counter() - t_run, 1e-9))
+    run_s = time.perf_counter() - t_run
+
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    metrics = {}
+    for name, recs in records.items():
+        rows = [rows_by_dataset[name][r.id] for r in recs if r.id in rows_by_dataset[name]]
+        with (out / "predictions" / f"{name}.jsonl").open("w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+        metrics[name] = {**dataset_metrics(rows), "skipped_records": bad[name]}
+    tokens = sum(r["num_tokens"] for rows in rows_by_dataset.values() for r in rows.values())
+    summary = {
+        "command": "evaluate",
+        "out": str(out),
+        "model": {"kind": model.kind, "model": model.model},
+        "prompt": ecfg.prompt,
+        "metrics": metrics,
+        "questions": done,
+        "questions_per_s": round(done / run_s, 3) if run_s else None,
+        "tokens_per_s": round(tokens / run_s, 1) if run_s else None,
+        "wall_s": round(time.perf_counter() - t0, 3),
+    }
+    write_summary(out, summary)
+    return summary

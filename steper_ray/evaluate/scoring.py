@@ -1,0 +1,50 @@
+"""One prediction row per question, and per-dataset metrics over those rows. Plain data only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steper_ray.data.records import QuestionRecord
+from steper_ray.evaluate.metrics import answer_scores, mean
+from steper_ray.reasoning.loop import Trace
+
+
+def prediction_row(trace: Trace, record: QuestionRecord) -> dict[str, Any]:
+    """What the model did on one question and how it scored. Recall counts the gold paragraphs
+    retrieved at any step (None when the dataset has no paragraph annotation)."""
+    retrieved = [pid for s in trace.steps for pid in s.retrieved_ids]
+    gold = set(record.gold_ids)
+    scores = answer_scores(trace.answer or "", record.answers) if record.answers else {"em": None, "f1": None, "acc": None}
+    return {
+        "question_id": record.id,
+        "dataset": record.dataset,
+        "question": record.question,
+        "answers": record.answers,
+        "prediction": trace.answer,
+        **scores,
+        "recall": len(gold & set(retrieved)) / len(gold) if gold else None,
+        "num_steps": len(trace.steps),
+        "num_tokens": trace.num_tokens,
+        "steps": [{"step": s.step, "task": s.task, "query": s.query, "passage_ids": s.retrieved_ids,
+                   "reasoning": s.output, "num_tokens": s.num_tokens} for s in trace.steps],
+        "error": trace.error,
+    }
+
+
+def dataset_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """EM / F1 / Acc / recall / mean steps / tokens per question over one dataset's rows. A
+    question that errored scored against an empty answer: it counts as wrong, not as missing."""
+    def avg(key: str) -> float | None:
+        value = mean(r[key] for r in rows)
+        return round(value, 4) if value is not None else None
+
+    return {
+        "questions": len(rows),
+        "errors": sum(r["error"] is not None for r in rows),
+        "em": avg("em"),
+        "f1": avg("f1"),
+        "acc": avg("acc"),
+        "recall": avg("recall"),
+        "mean_steps": round(mean(float(r["num_steps"]) for r in rows) or 0.0, 3),
+        "tokens_per_question": round(mean(float(r["num_tokens"]) for r in rows) or 0.0, 1),
+    }

@@ -1,0 +1,103 @@
+"""Assemble the Serve application from a config, for `steper-ray serve`, for `serve run` /
+`serve deploy` (``import_path: steper_ray.serve.app:app_builder``) and for tests."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from steper_ray.config import DeploymentConfig, GeneratorConfig, SteperConfig, load_config
+from steper_ray.errors import UserError
+from steper_ray.retrieval.store import check_index_dir
+
+log = logging.getLogger(__name__)
+
+
+def serve_index(cfg: SteperConfig) -> Path:
+    if cfg.serve.index:
+        path = Path(cfg.serve.index)
+    elif cfg.data.dev:
+        path = Path(cfg.run_dir) / "index" / cfg.data.dev[0].name
+    else:
+        raise UserError("set serve.index: there is no dev set whose index could be served")
+    check_index_dir(path)  # fails now, with the rebuild command, not in a replica
+    return path.resolve()
+
+
+def serve_model(cfg: SteperConfig) -> GeneratorConfig:
+    model = cfg.serve.model or GeneratorConfig(kind="hf", model=str(Path(cfg.run_dir) / "train" / "model"))
+    if model.kind == "evidence":
+        raise UserError("serve.model.kind 'evidence' needs dataset annotations and cannot answer new "
+                        "questions; serve a model (kind hf or vllm)")
+    if model.kind in ("hf", "vllm"):
+        path = Path(model.model or "")
+        if not (path / "config.json").is_file():
+            raise UserError(f"no model at {path} (no config.json); train one with `steper-ray train` "
+                            "or set serve.model.model to a Hugging Face model directory")
+        model = model.model_copy(update={"model": str(path.resolve())})
+    return model
+
+
+def deployment_options(d: DeploymentConfig) -> dict[str, Any]:
+    a = d.autoscaling
+    return {
+        "max_ongoing_requests": d.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": d.num_cpus, "num_gpus": d.num_gpus},
+        "autoscaling_config": {
+            "min_replicas": a.min_replicas,
+            "initial_replicas": max(a.min_replicas, 1),
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        },
+    }
+
+
+def build_app(cfg: SteperConfig) -> Any:
+    """Retriever <- Reasoner <- Ingress, each with its replicas, autoscaling and limits from
+    ``cfg.serve``. Missing index or model is a UserError here, before anything starts."""
+    from steper_ray.serve.deployments import ReasonerDeployment, RetrieverDeployment
+    from steper_ray.serve.ingress import Ingress
+
+    s = cfg.serve
+    index, model = serve_index(cfg), serve_model(cfg)
+    retriever = RetrieverDeployment.options(**deployment_options(s.retriever)).bind(str(index))
+    reasoner = ReasonerDeployment.options(**deployment_options(s.reasoner)).bind(
+        retriever, model.model_dump(), cfg.reasoning.model_dump(), s.model_dump(), s.reasoner.max_ongoing_requests)
+    return Ingress.options(**deployment_options(s.ingress)).bind(
+        reasoner, s.model_dump(), cfg.reasoning.max_steps, cfg.retrieval.k)
+
+
+def app_builder(args: dict[str, Any]) -> Any:
+    """For Serve config files: ``args: {config: FILE, overrides: [key=value, ...]}``."""
+    return build_app(load_config(args.get("config"), list(args.get("overrides") or [])))
+
+
+def run_serve(cfg: SteperConfig, block: bool = True) -> dict[str, Any]:
+    """Start (or update) the application on the connected Ray cluster and, with ``block``,
+    keep it up until Ctrl-C / SIGTERM."""
+    from ray import serve
+
+    from steper_ray.ray_session import ensure_ray
+
+    app = build_app(cfg)
+    ensure_ray()
+    s = cfg.serve
+    serve.start(http_options={"host": s.host, "port": s.port})
+    serve.run(app, name=s.app_name, route_prefix=s.route_prefix)
+    url = f"http://{s.host}:{s.port}{s.route_prefix.rstrip('/')}"
+    log.info("serving on %s (POST /v1/answer, POST /v1/answer/stream, GET /healthz, GET /docs)", url)
+    summary = {"command": "serve", "url": url, "app": s.app_name}
+    if block:
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        print(f"steper-ray serve: listening on {url} (Ctrl-C to stop)", flush=True)
+        stop.wait()
+        serve.delete(s.app_name)
+        log.info("application %s deleted", s.app_name)
+    return summary

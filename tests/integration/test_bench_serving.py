@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steper_ray.cli import main
+
+
+@pytest.mark.slow
+def test_bench_serving_measures_every_level_on_both_sides(tmp_path: Path, tiny_model_dir: Path, serve_url: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench"
+    assert main(["bench", "serving", "--out", str(out), "--json", f"bench.serving.model={tiny_model_dir}",
+                 "bench.serving.concurrency=[1, 3]", "bench.serving.requests_per_level=6",
+                 "bench.serving.max_tokens=6", "bench.serving.max_steps=2"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [lv["concurrency"] for lv in summary["levels"]] == [1, 3]
+    for lv in summary["levels"]:
+        for side in ("http", "in_process"):
+            m = lv[side]
+            assert m["requests"] == 6 and m["requests_per_s"] > 0
+            assert 0 < m["p50_ms"] <= m["p95_ms"] <= m["p99_ms"]
+        assert lv["http"]["failed"] == {}
+        assert lv["overhead_ratio"] == pytest.approx(lv["in_process"]["requests_per_s"] / lv["http"]["requests_per_s"], rel=1e-2)
+    assert json.loads((out / "summary.json").read_text()) == summary
+    from ray import serve
+
+    assert "bench" not in serve.status().applications  # removed, and the running Serve left up
+    assert serve.status().proxies
