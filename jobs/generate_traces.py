@@ -1,6 +1,7 @@
 """Teacher trace generation as a Ray job:
 
-    ray job submit --working-dir . -- python jobs/generate_traces.py --config jobs/configs/cluster.yaml
+    ray job submit --runtime-env jobs/runtime_env/cluster.yaml --working-dir . -- \
+        python jobs/generate_traces.py --config jobs/configs/cluster.yaml
 
 Same as `steper-ray generate`; arguments are passed through (--json, key=value overrides).
 """

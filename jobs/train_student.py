@@ -1,6 +1,7 @@
 """Student training as a Ray job:
 
-    ray job submit --working-dir . -- python jobs/train_student.py --config jobs/configs/cluster.yaml
+    ray job submit --runtime-env jobs/runtime_env/cluster.yaml --working-dir . -- \
+        python jobs/train_student.py --config jobs/configs/cluster.yaml
 
 Same as `steper-ray train`; arguments are passed through (--json, key=value overrides).
 """

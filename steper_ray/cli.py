@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pipeline", help="run every stage end to end (no arguments: embedded default)")
+    p.add_argument("--serve", action="store_true",
+                   help="then serve the trained student over HTTP (section serve) until Ctrl-C")
     _common(p)
 
     p = sub.add_parser("generate", help="teacher traces and step-wise examples (Ray Data)")
@@ -76,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help=DEFAULT_CONFIG_HELP)
     p.add_argument("--json", action="store_true", help='one {"query", "hits"} object per line')
     p.add_argument("overrides", nargs="*", metavar="key=value")
+
+    p = sub.add_parser("config-reference", help="print the configuration reference (Markdown table)")
+    p.add_argument("--write", metavar="README", nargs="?", const="README.md",
+                   help="replace the generated block in this README instead (default README.md)")
 
     p = sub.add_parser("tiny-model", help="build an offline tiny Llama and its tokenizer")
     p.add_argument("--out", required=True, help="output directory (Hugging Face format)")
@@ -126,13 +132,29 @@ def _emit(summary: dict[str, Any], as_json: bool, text: str | None = None) -> No
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "config-reference":
+        from steper_ray.commands.config_reference import render_reference, update_readme
+
+        if args.write:
+            changed = update_readme(Path(args.write))
+            print(f"{args.write}: configuration reference {'updated' if changed else 'already up to date'}")
+        else:
+            print(render_reference())
+        return 0
     cfg: SteperConfig = load_config(args.config, [*args.overrides, *_flag_overrides(args)])
 
     if args.command == "pipeline":
         from steper_ray.commands.pipeline import format_table, run_pipeline
 
         summary = run_pipeline(cfg)
-        _emit(summary, args.json, format_table(summary))
+        if args.serve:
+            from steper_ray.serve.app import run_serve
+
+            print(format_table(summary), flush=True)
+            summary["serve"] = run_serve(cfg)
+            _emit(summary, args.json)
+        else:
+            _emit(summary, args.json, format_table(summary))
     elif args.command == "generate":
         from steper_ray.generate.job import run_generate
 

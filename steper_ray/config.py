@@ -539,7 +539,7 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _nested_model(annotation: Any) -> type[BaseModel] | None:
+def nested_model(annotation: Any) -> type[BaseModel] | None:
     """The BaseModel inside an annotation such as ``X``, ``X | None`` or ``list[X]``."""
     for cand in (annotation, *(getattr(annotation, "__args__", ()) or ())):
         if isinstance(cand, type) and issubclass(cand, BaseModel):
@@ -554,7 +554,7 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
         if isinstance(part, int):
             continue
         field = current.model_fields.get(str(part)) if current else None
-        current = _nested_model(field.annotation) if field else None
+        current = nested_model(field.annotation) if field else None
     return current
 
 

@@ -1,11 +1,12 @@
 """`steper-ray pipeline`: every stage that exists, into one run directory, resumable by stage.
 
-Stages today: ``index`` (one index per dev dataset, over its pooled paragraphs),
-``retrieval_eval`` (recall@k of gold paragraphs, retrieving with the question), ``generate``
-(teacher traces on Ray Data, filtered and cut into step examples) and ``train`` (the student on
-Ray Train + DeepSpeed ZeRO). A stage that finished has a
-``summary.json`` in its directory and is skipped on rerun; an interrupted ``generate`` resumes
-where it stopped.
+Stages: ``index`` (one index per dev dataset, over its pooled paragraphs), ``retrieval_eval``
+(recall@k of gold paragraphs, retrieving with the question), ``generate`` (teacher traces on
+Ray Data, filtered and cut into step examples), ``train`` (the student on Ray Train + DeepSpeed
+ZeRO) and ``evaluate`` (the student answers the dev sets on Ray Data; metrics and a chart);
+with ``serve`` the trained student is then served over HTTP until stopped. A stage that
+finished has a ``summary.json`` in its directory and is skipped on rerun; an interrupted
+``generate`` resumes where it stopped and an interrupted ``train`` from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -76,11 +77,22 @@ def stage_train(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     return run_train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"out": str(out)})}))
 
 
+def stage_evaluate(cfg: SteperConfig, out: Path) -> dict[str, Any]:
+    from steper_ray.evaluate.job import run_evaluate
+    from steper_ray.evaluate.report import compare_runs
+
+    ecfg = cfg.evaluate.model_copy(update={"out": str(out)})
+    summary = run_evaluate(cfg.model_copy(update={"evaluate": ecfg}))
+    report = compare_runs([str(out)], out / "report")  # this run's table and chart
+    return {**summary, "report": report["report"], "plot": report["plot"]}
+
+
 STAGES: list[tuple[str, Callable[[SteperConfig, Path], dict[str, Any]]]] = [
     ("index", stage_index),
     ("retrieval_eval", stage_retrieval_eval),
     ("generate", stage_generate),
     ("train", stage_train),
+    ("evaluate", stage_evaluate),
 ]
 
 
@@ -116,6 +128,7 @@ def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
         "generate": {k: results["generate"].get(k) for k in
                      ("teacher", "questions", "kept", "dropped", "dropped_by_reason", "examples_per_task")},
         "train": {k: results["train"].get(k) for k in ("loss_mode", "steps", "final", "model", "plot")},
+        "evaluate": {k: results["evaluate"].get(k) for k in ("model", "metrics", "report", "plot")},
         "wall_s": round(time.perf_counter() - t_all, 3),
     }
     write_summary(run_dir, summary)
@@ -140,4 +153,12 @@ def format_table(summary: dict[str, Any]) -> str:
     final = tr.get("final") or {}
     sig = ", ".join(f"{t} {final[f'sigma_{t}']:.3f}" for t in ("init", "exp", "agg") if final.get(f"sigma_{t}") is not None)
     lines.append(f"student ({tr['loss_mode']}, {tr['steps']} steps): final sigmas {sig}; model {tr['model']}")
+    ev = summary["evaluate"]
+    lines.append("")
+    lines.append(f"{'dev set':<16} {'questions':>9} {'EM':>6} {'F1':>6} {'Acc':>6} {'recall':>7} {'steps':>6} {'tok/q':>6}")
+    for name, m in (ev.get("metrics") or {}).items():
+        cells = " ".join(f"{m[k]:>{w}.3f}" if m.get(k) is not None else f"{'-':>{w}}"
+                         for k, w in (("em", 6), ("f1", 6), ("acc", 6), ("recall", 7)))
+        lines.append(f"{name:<16} {m['questions']:>9} {cells} {m['mean_steps']:>6.2f} {m['tokens_per_question']:>6.1f}")
+    lines.append(f"plots: {tr.get('plot')}, {ev.get('plot')}")
     return "\n".join(lines)

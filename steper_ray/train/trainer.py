@@ -37,6 +37,12 @@ def resolve_examples(cfg: SteperConfig) -> str:
     path = Path(cfg.train.examples or Path(cfg.run_dir) / "generate" / "examples")
     if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
         raise UserError(f"no step examples at {path}; run `steper-ray generate` first or set train.examples")
+    import pyarrow.dataset as pads
+
+    if pads.dataset(str(path), format="parquet").count_rows() == 0:
+        raise UserError(f"{path} holds no step examples: the teacher kept no traces (see "
+                        f"{Path(cfg.run_dir) / 'generate' / 'summary.json'} for why each was dropped); "
+                        "use a stronger teacher, or the evidence teacher (generate.teacher.kind=evidence)")
     return str(path)
 
 

@@ -184,7 +184,8 @@ def test_retriever_down_gives_503_and_the_service_recovers(served: dict[str, Any
     assert r.status_code == 200, "the service did not recover after the retriever came back"
 
 
-def test_shipped_serve_config_builds_this_app() -> None:
+def test_shipped_serve_config_builds_this_app(served: dict[str, Any]) -> None:
+    from ray.serve import Application
     from ray.serve.schema import ServeDeploySchema
 
     from steper_ray.serve import app as app_module
@@ -199,6 +200,10 @@ def test_shipped_serve_config_builds_this_app() -> None:
             assert module == app_module.__name__ and getattr(app_module, attr) is app_module.app_builder
             assert (repo / application.args["config"]).is_file()
             load_config(repo / application.args["config"], list(application.args.get("overrides") or []))
+            # what `serve run` / `serve deploy` call, here pointed at this test's model and index
+            built = app_module.app_builder({**application.args, "overrides": [
+                f"serve.index={served['index']}", "serve.model.kind=hf", f"serve.model.model={served['model']}"]})
+            assert isinstance(built, Application)
     assert list((repo / "jobs" / "serve").glob("*.yaml")), "no shipped Serve config"
 
 
@@ -232,3 +237,16 @@ def test_vllm_async_engine_serves_the_same_steps_as_in_process_vllm(served: dict
             assert [s["reasoning"] for s in b.json()["steps"]] == [s["reasoning"] for s in expected["steps"]]
     finally:
         serve.delete("steper-vllm")
+
+
+def test_serve_command_without_a_trained_model_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from steper_ray.cli import main
+
+    assert main(["serve", f"run_dir={tmp_path}", f"serve.index={tmp_path}"]) == 2
+    assert "is not a complete index" in capsys.readouterr().err
+    records = read_dataset("sample:musique/dev.jsonl", limit=3).records
+    BM25Retriever.build(extract_corpus(records), BM25Config()).save(tmp_path / "index")
+    assert main(["serve", f"run_dir={tmp_path}", f"serve.index={tmp_path / 'index'}"]) == 2
+    assert "no model at" in capsys.readouterr().err
+    assert main(["serve", f"serve.index={tmp_path / 'index'}", "serve.model.kind=evidence"]) == 2
+    assert "cannot answer new questions" in capsys.readouterr().err

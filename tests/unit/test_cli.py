@@ -81,10 +81,12 @@ def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.Captu
     run = tmp_path / "run"
     overrides = [f"run_dir={run}", "data.dev=[{name: hp, path: 'sample:hotpotqa/dev.jsonl', limit: 20},"
                  " {name: mu, path: 'sample:musique/dev.jsonl', limit: 20}]", "generate.limit=5",
-                 "train.max_steps=2", "train.checkpoint_every=2"]
+                 "train.max_steps=2", "train.checkpoint_every=2", "evaluate.limit=3"]
     assert main(["pipeline", "--json", *overrides]) == 0
-    summary = _last_json(capsys.readouterr().out)
-    assert [s["status"] for s in summary["stages"]] == ["done", "done", "done", "done"]
+    out = capsys.readouterr().out
+    summary = _last_json(out)
+    assert [s["stage"] for s in summary["stages"]] == ["index", "retrieval_eval", "generate", "train", "evaluate"]
+    assert [s["status"] for s in summary["stages"]] == ["done"] * 5
     assert summary["train"]["steps"] == 2 and (run / "train/model/model.safetensors").is_file()
     assert summary["generate"]["kept"] == 10 and summary["generate"]["examples_per_task"]["init"] == 10
     assert set(summary["retrieval"]) == {"hp", "mu"}
@@ -94,10 +96,17 @@ def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.Captu
     assert (run / "index/hp/manifest.json").is_file()
     assert len((run / "retrieval_eval/mu.jsonl").read_text().splitlines()) == 20
     assert (run / "config.yaml").is_file() and (run / "summary.json").is_file()
+    # the trained student answered 3 questions of each dev set, through its own indexes
+    assert {n: m["questions"] for n, m in summary["evaluate"]["metrics"].items()} == {"hp": 3, "mu": 3}
+    assert len((run / "evaluate/predictions/mu.jsonl").read_text().splitlines()) == 3
+    assert Path(summary["evaluate"]["plot"]).stat().st_size > 10_000
+    assert "| run (steper) | hp | 3 |" in Path(summary["evaluate"]["report"]).read_text()
+    table = out.strip().rsplit("\n", 1)[0]  # everything before the JSON line
+    assert "final sigmas init" in table and "dev set" in table and "\nhp " in table
 
     assert main(["pipeline", "--json", *overrides]) == 0
     again = _last_json(capsys.readouterr().out)
-    assert [s["status"] for s in again["stages"]] == ["skipped"] * 4
+    assert [s["status"] for s in again["stages"]] == ["skipped"] * 5
     assert again["retrieval"] == summary["retrieval"]
 
 
