@@ -32,10 +32,15 @@ def test_local_pipeline_submitted_as_a_ray_job(tmp_path: Path) -> None:
     env.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
     gcs, dash = _free_port(), _free_port()
+    # Every fixed default port gets a free one: the test session's own Ray already holds the
+    # defaults (its dashboard agent on 52365), and a head whose agent cannot bind never accepts jobs.
+    ports = [f"--{name}={_free_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port",
+        "runtime-env-agent-port", "ray-client-server-port")]
     # --block keeps the head in this process group, so it (and only it, not the test session's
     # Ray) is stopped at the end
     head = subprocess.Popen(
-        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}",
+        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dash}", *ports,
          "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     address = f"http://127.0.0.1:{dash}"
