@@ -96,7 +96,8 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     spec = cfg.data.dev[0]
     records = read_dataset(spec.path, spec.format, name=spec.name).records
     index = out / "index"
-    build_index(extract_corpus(records), cfg.index, progress=False).save(index)
+    passages = extract_corpus(records)
+    build_index(passages, cfg.index, progress=False).save(index)
     questions = [r.question for r in records]
     n = b.requests_per_level
     workload = [questions[i % len(questions)] for i in range(n)]
@@ -150,7 +151,7 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
         "command": "bench serving",
         "engine": b.engine,
         "model": model,
-        "index_passages": len(load_index(index)),
+        "index_passages": len(passages),
         "max_steps": b.max_steps,
         "k": k,
         "requests_per_level": n,

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import SteperConfig
+from steper_ray.config import DatasetSpec, IndexConfig, SteperConfig
 from steper_ray.data import extract_corpus, read_corpus, read_dataset
 from steper_ray.data.records import BadRecord, Passage
 from steper_ray.errors import UserError
@@ -31,6 +31,16 @@ def load_passages(cfg: SteperConfig) -> tuple[list[Passage], list[BadRecord], di
     if not passages:
         raise UserError(f"{ix.dataset}: no paragraphs to index ({result.summary()})")
     return passages, result.bad, {"dataset": ix.dataset, "read": result.summary()}
+
+
+def build_dev_index(spec: DatasetSpec, index_cfg: IndexConfig, path: Path) -> dict[str, Any]:
+    """Index one dev set over its own pooled paragraphs at ``path``; what was read and built."""
+    result = read_dataset(spec.path, spec.format, spec.limit, name=spec.name)
+    passages = extract_corpus(result.records)
+    t0 = time.perf_counter()
+    build_index(passages, index_cfg, progress=False).save(path)
+    log.info("index %s: %d passages at %s", spec.name, len(passages), path)
+    return {**result.summary(), "passages": len(passages), "build_s": round(time.perf_counter() - t0, 3)}
 
 
 def run_index(cfg: SteperConfig) -> dict[str, Any]:

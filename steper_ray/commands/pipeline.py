@@ -19,28 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from steper_ray.config import SteperConfig, dump_config
-from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.commands.index import build_dev_index
+from steper_ray.data import read_dataset
 from steper_ray.evaluate.metrics import mean_recall_at
-from steper_ray.retrieval import build_index, load_index
+from steper_ray.retrieval import load_index
 from steper_ray.summary import write_summary
 
 log = logging.getLogger(__name__)
 
 
 def stage_index(cfg: SteperConfig, out: Path) -> dict[str, Any]:
-    per_dataset = {}
-    for spec in cfg.data.dev:
-        result = read_dataset(spec.path, spec.format, spec.limit, name=spec.name)
-        passages = extract_corpus(result.records)
-        t0 = time.perf_counter()
-        build_index(passages, cfg.index, progress=False).save(out / spec.name)
-        per_dataset[spec.name] = {
-            **result.summary(),
-            "passages": len(passages),
-            "build_s": round(time.perf_counter() - t0, 3),
-        }
-        log.info("index %s: %d passages", spec.name, len(passages))
-    return {"kind": cfg.index.kind, "datasets": per_dataset}
+    datasets = {spec.name: build_dev_index(spec, cfg.index, out / spec.name) for spec in cfg.data.dev}
+    return {"kind": cfg.index.kind, "datasets": datasets}
 
 
 def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:

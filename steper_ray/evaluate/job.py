@@ -14,29 +14,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import GeneratorConfig, SteperConfig
-from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.commands.index import build_dev_index
+from steper_ray.config import SteperConfig
+from steper_ray.data import read_dataset
 from steper_ray.data.records import QuestionRecord
 from steper_ray.errors import UserError
 from steper_ray.evaluate.scoring import dataset_metrics
 from steper_ray.evaluate.stage import EvalStage
 from steper_ray.ray_session import ensure_ray
-from steper_ray.retrieval import build_index
 from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
+from steper_ray.train.trainer import trained_student
 
 log = logging.getLogger(__name__)
-
-
-def student_model(cfg: SteperConfig, model: GeneratorConfig | None) -> GeneratorConfig:
-    """The configured model, or the trained student of this run on transformers."""
-    if model is not None:
-        return model
-    path = Path(cfg.run_dir) / "train" / "model"
-    if not (path / "config.json").is_file():
-        raise UserError(f"no trained student at {path}; run `steper-ray train` first, or set the "
-                        "model to evaluate (e.g. evaluate.model.kind=hf evaluate.model.model=DIR)")
-    return GeneratorConfig(kind="hf", model=str(path))
 
 
 def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
@@ -50,9 +40,7 @@ def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
         except UserError:
             if cfg.evaluate.index_dir:  # a user-given index must exist: never build over it
                 raise
-            passages = extract_corpus(read_dataset(spec.path, spec.format, spec.limit, name=spec.name).records)
-            log.info("building the %s dev index (%d passages) at %s", spec.name, len(passages), path)
-            build_index(passages, cfg.index, progress=False).save(path)
+            build_dev_index(spec, cfg.index, path)
         out[spec.name] = str(path)
     return out
 
@@ -61,7 +49,7 @@ def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     ecfg = cfg.evaluate
     out = Path(ecfg.out or Path(cfg.run_dir) / "evaluate")
-    model = student_model(cfg, ecfg.model)
+    model = ecfg.model or trained_student(cfg, "evaluate.model")
     records: dict[str, list[QuestionRecord]] = {}
     bad: dict[str, int] = {}
     for spec in cfg.data.dev:

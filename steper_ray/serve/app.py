@@ -12,6 +12,7 @@ from typing import Any
 from steper_ray.config import DeploymentConfig, GeneratorConfig, SteperConfig, load_config
 from steper_ray.errors import UserError
 from steper_ray.retrieval.store import check_index_dir
+from steper_ray.train.trainer import trained_student
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def serve_index(cfg: SteperConfig) -> Path:
 
 
 def serve_model(cfg: SteperConfig) -> GeneratorConfig:
-    model = cfg.serve.model or GeneratorConfig(kind="hf", model=str(Path(cfg.run_dir) / "train" / "model"))
+    model = cfg.serve.model or trained_student(cfg, "serve.model")
     if model.kind == "evidence":
         raise UserError("serve.model.kind 'evidence' needs dataset annotations and cannot answer new "
                         "questions; serve a model (kind hf or vllm)")

@@ -25,6 +25,8 @@ from steper_ray.serve.service import AnswerService, DeadlineExceeded, ServiceUna
 
 log = logging.getLogger(__name__)
 
+_STATUS = {ServiceUnavailable: 503, DeadlineExceeded: 504}  # HTTP status of each failure
+
 
 @serve.deployment(name="retriever")
 class RetrieverDeployment:
@@ -126,8 +128,6 @@ class ReasonerDeployment:
             raise ServiceUnavailable(
                 f"the retriever deployment did not answer within {self.cfg.retriever_timeout_s:g} s "
                 "(it is down or overloaded); retry later") from None
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:  # noqa: BLE001 - a dead or failing retriever replica
             raise ServiceUnavailable(f"the retriever deployment failed: {type(exc).__name__}; retry later") from None
 
@@ -141,10 +141,8 @@ class ReasonerDeployment:
         service = self._service(timeout_s)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._loops, service.answer, question, max_steps, k)
-        except ServiceUnavailable as exc:
-            return {"error_status": 503, "detail": str(exc)}
-        except DeadlineExceeded as exc:
-            return {"error_status": 504, "detail": str(exc)}
+        except (ServiceUnavailable, DeadlineExceeded) as exc:
+            return {"error_status": _STATUS[type(exc)], "detail": str(exc)}
 
     async def stream(self, question: str, max_steps: int, k: int, timeout_s: float) -> AsyncIterator[dict[str, Any]]:
         """Step events as the loop produces them, then the answer (or one error event)."""
@@ -156,10 +154,9 @@ class ReasonerDeployment:
             try:
                 for event in service.stream(question, max_steps, k):
                     loop.call_soon_threadsafe(queue.put_nowait, event)
-            except ServiceUnavailable as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, {"event": "error", "data": {"status": 503, "detail": str(exc)}})
-            except DeadlineExceeded as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, {"event": "error", "data": {"status": 504, "detail": str(exc)}})
+            except (ServiceUnavailable, DeadlineExceeded) as exc:
+                error = {"status": _STATUS[type(exc)], "detail": str(exc)}
+                loop.call_soon_threadsafe(queue.put_nowait, {"event": "error", "data": error})
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, None)
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import SteperConfig
+from steper_ray.config import GeneratorConfig, SteperConfig
 from steper_ray.errors import UserError
 from steper_ray.ray_session import ensure_ray
 from steper_ray.summary import write_summary
@@ -46,6 +46,19 @@ def resolve_examples(cfg: SteperConfig) -> str:
     return str(path)
 
 
+def train_out_dir(cfg: SteperConfig) -> Path:
+    return Path(cfg.train.out or Path(cfg.run_dir) / "train")
+
+
+def trained_student(cfg: SteperConfig, setting: str) -> GeneratorConfig:
+    """This run's exported student on transformers; ``setting`` is the key that picks another model."""
+    path = train_out_dir(cfg) / "model"
+    if not (path / "config.json").is_file():
+        raise UserError(f"no trained student: no model at {path}; run `steper-ray train` first, or set "
+                        f"{setting} (e.g. {setting}.kind=hf {setting}.model=DIR)")
+    return GeneratorConfig(kind="hf", model=str(path))
+
+
 def run_train(cfg: SteperConfig) -> dict[str, Any]:
     import ray
     import ray.train
@@ -54,7 +67,7 @@ def run_train(cfg: SteperConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     tcfg = cfg.train
-    out = Path(tcfg.out or Path(cfg.run_dir) / "train").resolve()
+    out = train_out_dir(cfg).resolve()
     student = resolve_student(cfg)
     examples = resolve_examples(cfg)
     ensure_ray()
