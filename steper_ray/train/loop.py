@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from steper_ray.config import TrainConfig
+from steper_ray.train.checkpoints import resume_dir
 from steper_ray.train.data import collate, encode_all, plan_steps, shard_rows
 from steper_ray.train.deepspeed_config import build_deepspeed_config
 from steper_ray.train.loss import TASKS, StepERLoss, per_task_token_ce
@@ -177,7 +178,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # --- resume -----------------------------------------------------------------------------
     start_step = 0
-    ckpt_dir = _latest_checkpoint(out, in_ray)
+    ckpt_dir = _latest_checkpoint(out, in_ray, local_rank)
     if ckpt_dir is not None:
         _, client = engine.load_checkpoint(str(ckpt_dir))
         start_step = int((client or {}).get("step", 0))
@@ -267,7 +268,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     dist.barrier()
 
 
-def _latest_checkpoint(out: Path, in_ray: bool) -> Path | None:
+def _latest_checkpoint(out: Path, in_ray: bool, local_rank: int) -> Path | None:
     if in_ray:
         import ray.train
 
@@ -275,7 +276,7 @@ def _latest_checkpoint(out: Path, in_ray: bool) -> Path | None:
         if ckpt is None:
             return None
         # Ray Train V2 hands every worker the merged directory of all workers' files.
-        return Path(ckpt.to_directory())
+        return resume_dir(ckpt, local_rank, dist.barrier)
     root = out / "checkpoints"
     if not (root / "latest").is_file():
         return None

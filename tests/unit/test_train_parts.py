@@ -155,3 +155,59 @@ def test_shards_are_balanced_disjoint_and_stable() -> None:
     ids = [r["id"] for s in shards for r in s]
     assert sorted(ids) == sorted(r["id"] for r in rows)
     assert shard_rows(list(reversed(rows)), 2, 4) == shards[2]  # input order does not matter
+
+
+def _ckpt_files(root: Path) -> None:
+    (root / "step00000005").mkdir(parents=True)
+    (root / "latest").write_text("step00000005")
+    (root / "step00000005" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"shard0" * 1000)
+
+
+def test_resume_reads_a_local_checkpoint_in_place(tmp_path: Path) -> None:
+    from ray.train import Checkpoint
+
+    from steper_ray.train.checkpoints import resume_dir
+
+    _ckpt_files(tmp_path / "checkpoint_a")
+    barriers: list[int] = []
+    got = resume_dir(Checkpoint.from_directory(tmp_path / "checkpoint_a"), local_rank=1,
+                     barrier=lambda: barriers.append(1))
+    # In place: no copy that a second rank could overwrite while this one reads it.
+    assert got == tmp_path / "checkpoint_a"
+    assert barriers == [1]
+
+
+def test_resume_downloads_a_remote_checkpoint_once_per_node(tmp_path: Path) -> None:
+    import fsspec
+    import pyarrow.fs
+    from ray.train import Checkpoint
+
+    from steper_ray.train.checkpoints import resume_dir
+
+    mem = fsspec.filesystem("memory")
+    _ckpt_files(tmp_path / "src")
+    for f in (tmp_path / "src").rglob("*"):
+        if f.is_file():
+            mem.pipe(f"/bucket/ckpt/{f.relative_to(tmp_path / 'src')}", f.read_bytes())
+    ckpt = Checkpoint("/bucket/ckpt", filesystem=pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(mem)))
+    downloads: list[str] = []
+    real = Checkpoint.to_directory
+
+    def counting(self: Checkpoint, path: str | None = None) -> str:
+        downloads.append(str(path))
+        return real(self, path)
+
+    barriers: list[int] = []
+    import unittest.mock
+
+    with unittest.mock.patch.object(Checkpoint, "to_directory", counting):
+        # Local rank 1 never downloads (it waits at the barrier for rank 0 on its node) ...
+        r1 = resume_dir(ckpt, 1, lambda: barriers.append(1), download_root=tmp_path / "dl")
+        assert downloads == [] and not r1.exists()
+        # ... rank 0 downloads into the same directory, whole, and only once.
+        r0 = resume_dir(ckpt, 0, lambda: barriers.append(0), download_root=tmp_path / "dl")
+        again = resume_dir(ckpt, 0, lambda: barriers.append(0), download_root=tmp_path / "dl")
+    assert r0 == r1 == again and len(downloads) == 1 and barriers == [1, 0, 0]
+    assert (r0 / "latest").read_text() == "step00000005"
+    assert (r0 / "step00000005/zero_pp_rank_0_mp_rank_00_optim_states.pt").read_bytes() == b"shard0" * 1000
+    assert not list((tmp_path / "dl").glob("*.partial"))
