@@ -7,48 +7,31 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from steper_ray.config import GeneratorConfig
-from steper_ray.reasoning.generators.protocol import Generation, GenRequest, first_line
-from steper_ray.reasoning.generators.vllm_engine import _on_cpu
-from steper_ray.reasoning.prompts import COMPLETION_END
-from steper_ray.reasoning.vllm_env import prepare_vllm
+from steper_ray.reasoning.generators.protocol import Generation, GenRequest
+from steper_ray.reasoning.generators.vllm_engine import engine_kwargs, sampling_params, to_generation, too_long
 
 log = logging.getLogger(__name__)
 
 
 class AsyncVLLMGenerator:
     def __init__(self, cfg: GeneratorConfig):
-        cpu = _on_cpu()
-        prepare_vllm(cpu=cpu)
-        from vllm import AsyncEngineArgs, SamplingParams
+        from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         assert cfg.model is not None
-        kwargs: dict[str, Any] = {
-            "model": cfg.model,
-            "tensor_parallel_size": cfg.tensor_parallel_size,
-            "dtype": "float32" if cpu and cfg.dtype == "auto" else cfg.dtype,
-            "max_model_len": cfg.max_model_len,
-            "enable_prefix_caching": cfg.enable_prefix_caching,
-            "seed": cfg.seed,
-            "enforce_eager": cpu,
-        }
-        if not cpu:
-            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        kwargs = engine_kwargs(cfg.model, cfg.tensor_parallel_size, cfg.dtype, cfg.max_model_len,
+                               cfg.gpu_memory_utilization, cfg.enable_prefix_caching, cfg.seed)
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         self.tokenizer = self.engine.get_tokenizer()
         self.max_model_len = cfg.max_model_len
-        self.params = SamplingParams(
-            temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
-            stop=[COMPLETION_END], seed=cfg.seed if cfg.temperature > 0 else None,
-        )
+        self.params = sampling_params(cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
 
     async def generate_one(self, req: GenRequest) -> Generation:
         ids = self.tokenizer(req.prompt).input_ids
-        if len(ids) + 1 > self.max_model_len:
-            return Generation("", 0, f"prompt has {len(ids)} tokens, over max_model_len {self.max_model_len}")
+        if (error := too_long(ids, self.max_model_len)) is not None:
+            return error
         last = None
         try:
             async for out in self.engine.generate({"prompt_token_ids": ids}, self.params, uuid.uuid4().hex):
@@ -56,8 +39,7 @@ class AsyncVLLMGenerator:
         except Exception as exc:  # noqa: BLE001 - one failed request must not take the replica down
             return Generation("", 0, f"engine error: {type(exc).__name__}: {exc}")
         assert last is not None
-        c = last.outputs[0]
-        return Generation(first_line(c.text), len(c.token_ids))
+        return to_generation(last)
 
     async def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
         import asyncio

