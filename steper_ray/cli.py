@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--corpus", help="train the tokenizer on this corpus file")
     _common(p)
 
+    p = sub.add_parser("model", help="prepare a real pretrained model offline (GGUF -> Hugging Face directory)")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    mp = msub.add_parser("prepare", help="build the model directory once (a second call reuses it)")
+    mp.add_argument("name", nargs="?", help="a known model: smollm2 (SmolLM2-135M-Instruct)")
+    mp.add_argument("--gguf", help="a local GGUF file of a supported architecture (with --out)")
+    mp.add_argument("--out", help="output directory (default for a known name: ~/.cache/steper-ray/models/NAME)")
+    mp.add_argument("--json", action="store_true", help="print the manifest as JSON on the last line")
+
     p = sub.add_parser("bench", help="benchmarks that print JSON")
     p.add_argument("which", choices=["retrieval", "generation", "training", "serving"], help="which benchmark")
     p.add_argument("--data-dir", help="directory with hotpotqa/, musique/, 2wikimultihopqa/ dev files "
@@ -140,6 +148,21 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{args.write}: configuration reference {'updated' if changed else 'already up to date'}")
         else:
             print(render_reference())
+        return 0
+    if args.command == "model":
+        from steper_ray.models.prepare import prepare_gguf, prepare_known
+
+        if args.gguf and args.name:
+            raise UserError("pass a known model name or --gguf FILE --out DIR, not both")
+        if args.gguf:
+            if not args.out:
+                raise UserError("--gguf needs --out DIR (where the Hugging Face directory goes)")
+            summary = prepare_gguf(args.gguf, args.out)
+        elif args.name:
+            summary = prepare_known(args.name, args.out)
+        else:
+            raise UserError("name a model (smollm2) or pass --gguf FILE --out DIR")
+        _emit(summary, args.json, None if args.json else summary["out"])
         return 0
     cfg: SteperConfig = load_config(args.config, [*args.overrides, *_flag_overrides(args)])
 

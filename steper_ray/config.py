@@ -156,13 +156,39 @@ class ReasoningConfig(Section):
     max_steps: int = Field(
         5, ge=2, le=16, description="S: most steps per question (init + expansions + agg)."
     )
-    max_passages: int = Field(
-        16, ge=1, description="Cap on accumulated passages per question (append-only, deduplicated)."
+    max_passages: int | None = Field(
+        None, ge=1,
+        description="Cap on accumulated passages per question (append-only, deduplicated); None: "
+        "retrieval.k x max_steps, so every step can add its passages. At least retrieval.k.",
     )
     teacher_prompt: str | None = Field(
         None,
         description="YAML with the teacher's instruction and few-shot demonstrations; None: the "
-        "bundled steper_ray/reasoning/teacher_prompt.yaml.",
+        "bundled steper_ray/reasoning/teacher_prompt.yaml. When set, its demonstrations are used "
+        "for every dataset (it overrides 'demos').",
+    )
+    demos: Literal["auto", "bundled"] = Field(
+        "auto",
+        description="Teacher demonstrations: 'auto' builds num_demos per dataset from annotated "
+        "training questions of that dataset (held out of generation), falling back to the bundled "
+        "ones for a dataset without annotations; 'bundled' uses the file's for every dataset.",
+    )
+    num_demos: int = Field(2, ge=0, le=8, description="Demonstrations per dataset with demos 'auto'.")
+    step_text: Literal["first_sentence", "line"] = Field(
+        "first_sentence",
+        description="What a step keeps of a multi-sentence output: the first sentence (as IRCoT) "
+        "or the whole line. A sentence with the answer marker is always kept.",
+    )
+    retry_min_tokens: int = Field(
+        4, ge=1,
+        description="A step with nothing usable (empty, end-of-sequence first) is asked again with "
+        "this many tokens that cannot end it.",
+    )
+    retry_temperature: float = Field(
+        0.0, ge=0, description="Temperature of that retry; > 0 makes it a short sampled fallback."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=5, description="Tries per step (first try + retries) before the question ends."
     )
 
 
@@ -173,7 +199,14 @@ class GeneratorConfig(Section):
         "'vllm', 'hf' (transformers) or 'openai' (an OpenAI-compatible completions endpoint).",
     )
     model: str | None = Field(
-        None, description="Local model directory (vllm, hf) or served model name (openai)."
+        None, description="Local model directory (vllm, hf), 'smollm2' (the offline SmolLM2-135M-"
+        "Instruct, prepared on first use), or served model name (openai)."
+    )
+    prompt_format: Literal["auto", "completion", "chat"] = Field(
+        "auto",
+        description="'completion' (raw IRCoT text) or 'chat' (messages through the model's chat "
+        "template, the step written inside the assistant turn); 'auto': chat when the model "
+        "directory has a chat template (openai: completion).",
     )
     tensor_parallel_size: int = Field(1, ge=1, description="vLLM tensor parallel GPUs per replica.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
@@ -253,9 +286,10 @@ class LossConfig(Section):
         description="uniform: fixed weights for init, exp, agg (e.g. [1.5, 1, 0.5]).",
     )
     target: Literal["next", "cumulative"] = Field(
-        "next",
-        description="Loss on the step's sentence only ('next', matches inference) or on all "
-        "reasoning so far ('cumulative').",
+        "cumulative",
+        description="'cumulative' (the paper's loss l(M(q, P<=s), R<=s): every step's tokens of "
+        "the reasoning so far carry loss) or 'next' (only step s's sentence: the inference-shaped "
+        "variant). vanilla_kd always trains on the whole chain.",
     )
     sigma_lr: float = Field(
         1e-2, gt=0, description="Learning rate of the s_j = log sigma_j^2 parameters (no weight decay)."
@@ -271,8 +305,13 @@ class LossConfig(Section):
 
 class TrainConfig(Section):
     student: str | None = Field(
-        None, description="Student model directory (Hugging Face); None: the offline tiny Llama "
-        "built into <run_dir>/models/student."
+        None, description="Student model directory (Hugging Face) or 'smollm2' (prepared on first "
+        "use); None: the offline tiny Llama built into <run_dir>/models/student."
+    )
+    prompt_format: Literal["auto", "completion", "chat"] = Field(
+        "auto",
+        description="The student's prompt layout, in training and wherever it answers: "
+        "'completion', 'chat' (its chat template), or 'auto' (chat when the base model has one).",
     )
     examples: str | None = Field(
         None, description="Step examples (Parquet file or directory); None: <run_dir>/generate/examples."
@@ -487,6 +526,21 @@ class SteperConfig(Section):
         default_factory=TinyModelConfig, description="Offline tiny Llama built for tests/demo."
     )
     bench: BenchConfig = Field(default_factory=BenchConfig, description="Benchmarks.")
+
+    @model_validator(mode="after")
+    def _passage_cap(self) -> SteperConfig:
+        cap = self.reasoning.max_passages
+        if cap is not None and cap < self.retrieval.k:
+            raise ValueError(
+                f"reasoning.max_passages ({cap}) is below retrieval.k ({self.retrieval.k}): the first "
+                f"step could not show what it retrieved; set it to at least {self.retrieval.k}, or to "
+                f"null for k x max_steps ({self.retrieval.k * self.reasoning.max_steps})"
+            )
+        return self
+
+    def passage_cap(self) -> int:
+        """reasoning.max_passages, or retrieval.k x reasoning.max_steps when unset."""
+        return self.reasoning.max_passages or self.retrieval.k * self.reasoning.max_steps
 
 
 class ConfigError(UserError):

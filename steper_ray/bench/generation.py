@@ -18,7 +18,7 @@ from steper_ray.data import extract_corpus, read_dataset
 from steper_ray.data.records import QuestionRecord
 from steper_ray.generate.job import run_generate
 from steper_ray.reasoning.loop import Question, StepwiseReasoner
-from steper_ray.reasoning.prompts import TeacherPrompt
+from steper_ray.reasoning.prompts import PromptBuilder, TeacherPromptSpec
 from steper_ray.retrieval import build_index, load_index
 from steper_ray.summary import write_summary
 
@@ -82,8 +82,8 @@ def run_generation_bench(cfg: SteperConfig, out: Path, model: str | None = None,
     t0 = time.perf_counter()
     gen = VLLMGenerator(model, dtype="float32", max_model_len=teacher.max_model_len, max_tokens=max_tokens)
     engine_start = time.perf_counter() - t0
-    prompt = TeacherPrompt.load(cfg.reasoning.teacher_prompt)
-    reasoner = StepwiseReasoner(load_index(index_dir), gen, prompt.render, cfg.reasoning.max_steps,
+    prompt = PromptBuilder.teacher(TeacherPromptSpec.load(cfg.reasoning.teacher_prompt))
+    reasoner = StepwiseReasoner(load_index(index_dir), gen, prompt, cfg.reasoning.max_steps,
                                 cfg.retrieval.k, cfg.reasoning.max_passages)
     plain = SteadyClock()
     for start in range(0, len(records), batch_size):

@@ -21,7 +21,9 @@ from steper_ray.data.records import QuestionRecord
 from steper_ray.errors import UserError
 from steper_ray.evaluate.scoring import dataset_metrics
 from steper_ray.evaluate.stage import EvalStage
+from steper_ray.models.prepare import resolved
 from steper_ray.ray_session import ensure_ray
+from steper_ray.reasoning.demos import demos_to_dicts, plan_demos
 from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
 from steper_ray.train.trainer import trained_student
@@ -49,7 +51,7 @@ def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     ecfg = cfg.evaluate
     out = Path(ecfg.out or Path(cfg.run_dir) / "evaluate")
-    model = ecfg.model or trained_student(cfg, "evaluate.model")
+    model = resolved(ecfg.model or trained_student(cfg, "evaluate.model"))
     records: dict[str, list[QuestionRecord]] = {}
     bad: dict[str, int] = {}
     for spec in cfg.data.dev:
@@ -60,6 +62,9 @@ def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
     if total == 0:
         raise UserError("the dev sets have no questions with gold answers to evaluate; check data.dev")
     indexes = dev_indexes(cfg)
+    demos, demo_info = ({}, {})
+    if ecfg.prompt == "teacher" and model.kind != "evidence":  # demonstrations from the train sets only
+        demos, demo_info = plan_demos(cfg, list(records))
 
     ensure_ray()
     import ray
@@ -73,7 +78,8 @@ def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
         EvalStage,
         fn_constructor_kwargs={"model": model.model_dump(), "prompt": ecfg.prompt,
                                "reasoning": cfg.reasoning.model_dump(), "indexes": indexes,
-                               "k": cfg.retrieval.k},
+                               "k": cfg.retrieval.k,
+                               "demos": {name: demos_to_dicts(d) for name, d in demos.items()}},
         batch_size=ecfg.batch_size,
         compute=ray.data.ActorPoolStrategy(size=ecfg.replicas),
         batch_format="numpy",
@@ -104,6 +110,7 @@ def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
         "out": str(out),
         "model": {"kind": model.kind, "model": model.model},
         "prompt": ecfg.prompt,
+        "demos": demo_info,
         "metrics": metrics,
         "questions": done,
         "questions_per_s": round(done / run_s, 3) if run_s else None,

@@ -21,13 +21,15 @@ def prediction_row(trace: Trace, record: QuestionRecord) -> dict[str, Any]:
         "question": record.question,
         "answers": record.answers,
         "prediction": trace.answer,
+        "marked": trace.answer is not None,  # the output closed with an answer marker
         **scores,
         "recall": len(gold & set(retrieved)) / len(gold) if gold else None,
         "num_steps": len(trace.steps),
         "num_tokens": trace.num_tokens,
         "steps": [{"step": s.step, "task": s.task, "query": s.query, "passage_ids": s.retrieved_ids,
-                   "reasoning": s.output, "num_tokens": s.num_tokens} for s in trace.steps],
+                   "reasoning": s.output, "num_tokens": s.num_tokens, "notes": s.notes} for s in trace.steps],
         "error": trace.error,
+        "failure": trace.failure,
     }
 
 
@@ -41,6 +43,8 @@ def dataset_metrics(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "questions": len(rows),
         "errors": sum(r["error"] is not None for r in rows),
+        "failures": sum(r.get("failure") is not None for r in rows),
+        "marked": round(mean(float(r.get("marked", False)) for r in rows) or 0.0, 4),
         "em": avg("em"),
         "f1": avg("f1"),
         "acc": avg("acc"),

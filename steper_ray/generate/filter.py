@@ -11,6 +11,8 @@ def drop_reason(trace: Trace, golds: list[str], cfg: FilterConfig) -> str | None
     """None when the trace is kept, else a short reason (the first that applies)."""
     if trace.error:
         return f"error: {trace.error}"
+    if trace.failure:  # the model's output stayed unusable after every retry (reasoning/steps.py)
+        return trace.failure
     if not trace.steps or trace.steps[0].task != "init":
         return "malformed: no init step"
     if trace.steps[-1].task != "agg":

@@ -21,7 +21,9 @@ from steper_ray.data.records import QuestionRecord
 from steper_ray.errors import UserError
 from steper_ray.generate.stage import TeacherStage
 from steper_ray.generate.store import PartStore
+from steper_ray.models.prepare import resolved
 from steper_ray.ray_session import ensure_ray
+from steper_ray.reasoning.demos import demo_ids, demos_to_dicts, plan_demos
 from steper_ray.retrieval import build_index
 from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
@@ -96,9 +98,14 @@ def _placement_args(tp: int, num_cpus: float) -> Any:
 def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run (or resume) generation; ``on_batch(questions, tokens)`` is called per written batch."""
     t0 = time.perf_counter()
-    gcfg = cfg.generate
+    gcfg = cfg.generate.model_copy(update={"teacher": resolved(cfg.generate.teacher)})
     out = Path(gcfg.out or Path(cfg.run_dir) / "generate")
     records, bad_rows = read_training_questions(cfg)
+    demos, demo_info, held_out = {}, {}, set()
+    if gcfg.teacher.kind != "evidence":  # the evidence teacher reads no prompt
+        demos, demo_info = plan_demos(cfg, [spec.name for spec in cfg.data.train])
+        held_out = {qid for picked in demos.values() for qid in demo_ids(picked)}
+        records = [r for r in records if r.id not in held_out]  # a demonstration is never generated
     store = PartStore(out)
     store.recover()
     done = store.done_ids()
@@ -129,6 +136,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
             fn_constructor_kwargs={
                 "generate": gcfg.model_dump(), "reasoning": cfg.reasoning.model_dump(),
                 "index": str(index), "k": cfg.retrieval.k,
+                "demos": {name: demos_to_dicts(d) for name, d in demos.items()},
             },
             batch_size=gcfg.batch_size,
             compute=ray.data.ActorPoolStrategy(size=gcfg.replicas),
@@ -163,7 +171,10 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
         "command": "generate",
         "out": str(out),
         "teacher": gcfg.teacher.kind,
+        "teacher_model": gcfg.teacher.model,
         "questions_in": total,
+        "demos": demo_info,
+        "held_out_for_demos": len(held_out),
         **store.totals(),
         "this_run": {
             "questions": processed,

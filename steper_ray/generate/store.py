@@ -29,17 +29,23 @@ STEP_TYPE = pa.struct([
     ("step", pa.int64()), ("task", pa.string()), ("query", pa.string()),
     ("retrieved_ids", pa.list_(pa.string())), ("prompt", pa.string()),
     ("student_prompt", pa.string()), ("output", pa.string()), ("num_tokens", pa.int64()),
+    ("num_passages", pa.int64()), ("new_passages", pa.int64()), ("attempts", pa.int64()),
+    ("notes", pa.list_(pa.string())),
 ])
 TRACE_SCHEMA = pa.schema([
     ("question_id", pa.string()), ("dataset", pa.string()), ("question", pa.string()),
     ("answers", pa.list_(pa.string())), ("answer", pa.string()), ("final_output", pa.string()),
     ("kept", pa.bool_()), ("drop_reason", pa.string()), ("error", pa.string()),
-    ("num_steps", pa.int64()), ("num_tokens", pa.int64()),
+    ("failure", pa.string()), ("num_steps", pa.int64()), ("num_tokens", pa.int64()),
     ("passage_ids", pa.list_(pa.string())), ("steps", pa.list_(STEP_TYPE)),
 ])
+PASSAGE_TYPE = pa.struct([("id", pa.string()), ("title", pa.string()), ("text", pa.string())])
+# prompt: the student's view in the completion layout; question + passages + reasoning: the same
+# state, from which training renders the student's prompt in its own format (completion or chat).
 EXAMPLE_SCHEMA = pa.schema([
     ("id", pa.string()), ("question_id", pa.string()), ("task", pa.string()),
     ("step", pa.int64()), ("prompt", pa.string()), ("completion", pa.string()),
+    ("question", pa.string()), ("passages", pa.list_(PASSAGE_TYPE)), ("reasoning", pa.list_(pa.string())),
 ])
 _PART = re.compile(r"^part-(\d+)-([0-9a-f]+)\.parquet$")
 
@@ -97,11 +103,13 @@ class PartStore:
 
     def totals(self) -> dict[str, Any]:
         """Counts over everything written so far (this run and earlier ones)."""
-        t = self._read(self.traces, ["dataset", "kept", "drop_reason", "num_tokens"])
+        t = self._read(self.traces, ["dataset", "kept", "drop_reason", "num_tokens", "steps"])
         e = self._read(self.examples, ["task"])
         if t is None:
             return {"questions": 0, "kept": 0, "dropped": 0, "dropped_by_reason": {},
-                    "examples_per_task": {}, "tokens_generated": 0}
+                    "examples_per_task": {}, "tokens_generated": 0, "step_outcomes": {},
+                    "steps": 0, "steps_without_new_passages": 0}
+        steps = pc.list_flatten(t.column("steps"))
         kept = t.column("kept").to_pylist()
         reasons = [r for r, k in zip(t.column("drop_reason").to_pylist(), kept) if not k]
         per_dataset: dict[str, Counter[str]] = {}
@@ -116,4 +124,8 @@ class PartStore:
             "per_dataset": {k: dict(v) for k, v in per_dataset.items()},
             "examples_per_task": dict(Counter(e.column("task").to_pylist())) if e is not None else {},
             "tokens_generated": int(pc.sum(t.column("num_tokens")).as_py() or 0),
+            "steps": len(steps),
+            "steps_without_new_passages": int(pc.sum(pc.equal(pc.struct_field(steps, "new_passages"), 0)).as_py() or 0),
+            # what the loop fixed or retried in the model's raw outputs (reasoning/steps.py)
+            "step_outcomes": dict(sorted(Counter(pc.list_flatten(pc.struct_field(steps, "notes")).to_pylist()).items())),
         }

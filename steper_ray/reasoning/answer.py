@@ -1,16 +1,29 @@
-"""The answer marker: ``So the answer is: <answer>``."""
+"""The answer marker: ``So the answer is: <answer>``, and the ways models write it otherwise
+("the answer is X", "Answer: X", "Therefore, the final answer is X"), which are read the same."""
 
 from __future__ import annotations
 
 import re
 
 ANSWER_MARKER = "So the answer is:"
-_MARKER = re.compile(r"so\s+the\s+answer\s+is\s*[:：]?\s*", re.IGNORECASE)
+# The canonical marker and its variants: an optional connective, "the (final) answer is" with an
+# optional colon, or "answer:". Case-insensitive.
+_MARKER = re.compile(
+    r"(?:\b(?:so|thus|therefore|hence)\b[\s,]*)?\b(?:the\s+)?(?:final\s+)?answer"
+    r"(?:\s+is\b\s*[:：]?|\s*[:：])\s*",
+    re.IGNORECASE,
+)
 _TRAILING = " \t\r\n.。!?;,\"'`*"
 
 
 def has_answer_marker(text: str) -> bool:
     return _MARKER.search(text) is not None
+
+
+def last_marker(text: str) -> re.Match[str] | None:
+    """The last answer marker in ``text`` (canonical or a variant), or None."""
+    matches = list(_MARKER.finditer(text))
+    return matches[-1] if matches else None
 
 
 def parse_answer(text: str) -> str | None:

@@ -4,12 +4,7 @@ partial or corrupt index a clear error instead of a stack trace from deep inside
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steper_ray import __version__
+from steper_ray.atomic_dir import atomic_dir
 from steper_ray.data.records import Passage
 from steper_ray.errors import IndexLoadError
 from steper_ray.retrieval.protocol import Hit
@@ -86,25 +82,7 @@ class PassageTable:
         pq.write_table(self._table, path)
 
 
-@contextmanager
-def atomic_index_dir(out: Path) -> Iterator[Path]:
-    """Build into a temporary sibling and swap it in only when complete, so an interrupted
-    build never leaves a half-written index where a good one (or nothing) was."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+atomic_index_dir = atomic_dir  # one owner: steper_ray.atomic_dir
 
 
 def _files(root: Path) -> dict[str, int]:

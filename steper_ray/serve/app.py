@@ -11,6 +11,7 @@ from typing import Any
 
 from steper_ray.config import DeploymentConfig, GeneratorConfig, SteperConfig, load_config
 from steper_ray.errors import UserError
+from steper_ray.models.prepare import resolved
 from steper_ray.retrieval.store import check_index_dir
 from steper_ray.train.trainer import trained_student
 
@@ -29,7 +30,7 @@ def serve_index(cfg: SteperConfig) -> Path:
 
 
 def serve_model(cfg: SteperConfig) -> GeneratorConfig:
-    model = cfg.serve.model or trained_student(cfg, "serve.model")
+    model = resolved(cfg.serve.model or trained_student(cfg, "serve.model"))
     if model.kind == "evidence":
         raise UserError("serve.model.kind 'evidence' needs dataset annotations and cannot answer new "
                         "questions; serve a model (kind hf or vllm)")

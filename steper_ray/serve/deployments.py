@@ -17,6 +17,7 @@ from typing import Any
 from ray import serve
 
 from steper_ray.config import GeneratorConfig, ReasoningConfig, ServeConfig
+from steper_ray.models.prompt_format import builder_for
 from steper_ray.reasoning.generators.factory import build_generator
 from steper_ray.reasoning.generators.protocol import Generation, GenRequest
 from steper_ray.retrieval import load_index
@@ -90,6 +91,7 @@ class ReasonerDeployment:
         self.reasoning = ReasoningConfig(**reasoning)
         self.retriever = retriever  # DeploymentHandle of RetrieverDeployment
         gen_cfg = GeneratorConfig(**model)
+        self.prompt = builder_for(gen_cfg, "student")  # the format the student was trained in
         self.async_engine = None
         if gen_cfg.kind == "vllm":
             # vLLM's async engine batches in-flight requests itself (continuous batching).
@@ -134,7 +136,7 @@ class ReasonerDeployment:
     def _service(self, timeout_s: float) -> AnswerService:
         generate_one = self.async_engine.generate_one if self.async_engine else self._generate_batch
         bridge = _Bridge(asyncio.get_running_loop(), time.monotonic() + timeout_s, self._search, generate_one)
-        return AnswerService(bridge, bridge, self.reasoning.max_passages)
+        return AnswerService(bridge, bridge, self.prompt, self.reasoning)
 
     async def answer(self, question: str, max_steps: int, k: int, timeout_s: float) -> dict[str, Any]:
         """The response body, or ``{"error_status": 503|504, "detail": ...}``."""

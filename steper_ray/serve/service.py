@@ -8,8 +8,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from steper_ray.config import ReasoningConfig
 from steper_ray.reasoning.generators.protocol import Generator
-from steper_ray.reasoning.loop import Question, StepRecord, StepwiseReasoner, Trace
+from steper_ray.reasoning.loop import Question, StepRecord, Trace
+from steper_ray.reasoning.prompts import PromptBuilder
+from steper_ray.reasoning.stage import reasoner
 from steper_ray.retrieval.protocol import Hit, Retriever
 
 
@@ -49,20 +52,24 @@ def step_dict(step: StepRecord, titles: dict[str, str]) -> dict[str, Any]:
 
 
 class AnswerService:
-    def __init__(self, retriever: Retriever, generator: Generator, max_passages: int = 16):
+    """``prompt``: the student's prompt builder (its format); ``reasoning``: the loop's settings
+    (passage cap, step shaping, retries); per request ``max_steps`` and ``k`` override."""
+
+    def __init__(self, retriever: Retriever, generator: Generator, prompt: PromptBuilder | None = None,
+                 reasoning: ReasoningConfig | None = None):
         self.retriever = retriever
         self.generator = generator
-        self.max_passages = max_passages
+        self.prompt = prompt or PromptBuilder.student()
+        self.reasoning = reasoning or ReasoningConfig()
 
     def stream(self, question: str, max_steps: int, k: int) -> Iterator[dict[str, Any]]:
         """Events: one ``{"event": "step", ...}`` per step as it is produced, then one
         ``{"event": "answer", ...}`` with the whole response."""
         t0 = time.perf_counter()
         recorder = _TitleRecorder(self.retriever)
-        reasoner = StepwiseReasoner(recorder, self.generator, max_steps=max_steps, k=k,
-                                    max_passages=self.max_passages)
+        loop = reasoner(recorder, self.generator, self.prompt, self.reasoning, k, max_steps)
         traces = [Trace("request", question)]
-        for _, step in reasoner.steps([Question("request", question)], traces):
+        for _, step in loop.steps([Question("request", question)], traces):
             yield {"event": "step", "data": step_dict(step, recorder.titles)}
         trace = traces[0]
         yield {"event": "answer", "data": {

@@ -1,9 +1,10 @@
 """Step-wise training data: tokenisation with completion-only labels, passage trimming, and a
 batch plan that groups similar lengths and puts every task into every optimizer step.
 
-The prompt is tokenised as one string, exactly as at inference; the completion follows it.
-Labels are -100 on prompt tokens (``target: next``) or only on the passages/question part
-(``target: cumulative``: the reasoning so far in the answer field carries loss too).
+The prompt is the student's view of the step rendered by its prompt builder (completion or chat
+layout) and tokenised as one string, exactly as at inference; the completion follows it. Labels
+are -100 on prompt tokens (``target: next``) or only on the passages/question part (``target:
+cumulative``: the reasoning so far in the answer field carries loss too).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from steper_ray.train.loss import IGNORE, TASKS
+from steper_ray.reasoning.prompts import PromptBuilder, PromptPassage, StepState, encode_prompt, student_prompt
+from steper_ray.train.loss import IGNORE, TASKS, label_target
 
 _BLOCK = re.compile(r"(?=Wikipedia Title: )")
 
@@ -32,6 +34,11 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    @property
+    def num_targets(self) -> int:
+        """Tokens that carry loss (labels after the first position, as the shifted CE counts them)."""
+        return sum(1 for t in self.labels[1:] if t != IGNORE)
+
 
 def shard_rows(rows: Sequence[dict], rank: int, world_size: int) -> list[dict]:
     """This worker's rows: order all rows by a hash of their id and deal them out round-robin.
@@ -45,49 +52,90 @@ def shard_rows(rows: Sequence[dict], rank: int, world_size: int) -> list[dict]:
 
 
 def split_prompt(prompt: str) -> tuple[list[str], str]:
-    """(passage blocks, the rest starting at 'Q: ')."""
+    """(passage blocks, the rest starting at 'Q: ') of a completion-layout prompt."""
     q = prompt.rfind("Q: ")
     head, tail = prompt[:q], prompt[q:]
     return [b for b in _BLOCK.split(head) if b], tail
 
 
-def encode_example(tokenizer, example: dict, max_len: int, target: str = "next",  # type: ignore[no-untyped-def]
-                   trim: str = "oldest") -> Encoded | str:
-    """Token ids and labels, or the reason the example is dropped. The completion is never
-    cut: whole passages leave the prompt (oldest or newest first) until it fits."""
-    completion = tokenizer(example["completion"], add_special_tokens=False).input_ids
-    prompt = example["prompt"]
+def state_from_prompt(prompt: str) -> StepState | None:
+    """The state behind a completion-layout student prompt (examples written without the
+    question / passages / reasoning columns), or None when ``prompt`` is not in that layout."""
     blocks, rest = split_prompt(prompt)
-    while True:
-        enc = tokenizer(prompt, return_offsets_mapping=target == "cumulative")
-        if len(enc.input_ids) + len(completion) <= max_len:
-            break
-        if not blocks:
-            return "too long without passages"
-        blocks = blocks[1:] if trim == "oldest" else blocks[:-1]
-        prompt = "".join(blocks) + rest
-    ids = list(enc.input_ids)
-    if target == "cumulative":
-        answer_start = prompt.rfind("\nA:") + len("\nA:")
-        labels = [t if start >= answer_start else IGNORE for t, (start, _) in zip(ids, enc.offset_mapping)]
-    else:
-        labels = [IGNORE] * len(ids)
+    passages = []
+    for block in blocks:
+        title, sep, text = block[len("Wikipedia Title: "):].partition("\n")
+        if not sep or not text.endswith("\n\n"):
+            return None
+        passages.append(PromptPassage("", title, text[:-2]))
+    question, sep, answer = rest[len("Q: "):].partition("\nA:")
+    if not rest.startswith("Q: ") or not sep:
+        return None
+    state = StepState(question, passages, [ln.strip() for ln in answer.split("\n") if ln.strip()])
+    return state if student_prompt(state) == prompt else None
+
+
+def example_state(example: dict) -> StepState | None:
+    """The StepState an example was cut from (its columns, or parsed from its prompt)."""
+    if example.get("question") is not None:
+        passages = [PromptPassage(p["id"], p["title"], p["text"]) for p in example.get("passages") or []]
+        return StepState(example["question"], passages, list(example.get("reasoning") or []))
+    return state_from_prompt(example["prompt"])
+
+
+def encode_example(tokenizer, example: dict, max_len: int, target: str = "cumulative",  # type: ignore[no-untyped-def]
+                   trim: str = "oldest", builder: PromptBuilder | None = None) -> Encoded | str:
+    """Token ids and labels, or the reason the example is dropped.
+
+    The prompt is the student's view rendered by ``builder`` (default: completion layout) from
+    the example's state, tokenised exactly as at inference; the completion follows. Labels:
+    the completion (``target: next``), or also the reasoning so far in the answer field
+    (``cumulative``). The completion is never cut: whole passages leave the state (oldest or
+    newest first) until it fits."""
     task = example["task"]
     if task not in TASKS:
         return f"unknown task {task!r}"
+    state = example_state(example)
+    if state is None:
+        return "prompt not in the student layout"
+    builder = builder or PromptBuilder.student()
+    completion = tokenizer(example["completion"], add_special_tokens=False).input_ids
+    while True:
+        rendered = builder.render(state)
+        enc = encode_prompt(tokenizer, rendered.text, offsets=target == "cumulative")
+        if len(enc.input_ids) + len(completion) <= max_len:
+            break
+        if not state.passages:
+            return "too long without passages"
+        state.passages = state.passages[1:] if trim == "oldest" else state.passages[:-1]
+    ids = list(enc.input_ids)
+    if target == "cumulative":
+        labels = [t if start >= rendered.reasoning_start else IGNORE for t, (start, _) in zip(ids, enc.offset_mapping)]
+    else:
+        labels = [IGNORE] * len(ids)
     return Encoded(example["id"], TASKS.index(task), ids + completion, labels + completion)
 
 
-def encode_all(tokenizer, examples: Sequence[dict], max_len: int, target: str, trim: str  # type: ignore[no-untyped-def]
-               ) -> tuple[list[Encoded], Counter[str]]:
+def encode_all(tokenizer, examples: Sequence[dict], max_len: int, target: str, trim: str,  # type: ignore[no-untyped-def]
+               builder: PromptBuilder | None = None) -> tuple[list[Encoded], Counter[str]]:
     out, dropped = [], Counter()
     for ex in examples:
-        r = encode_example(tokenizer, ex, max_len, target, trim)
+        r = encode_example(tokenizer, ex, max_len, target, trim, builder)
         if isinstance(r, str):
             dropped[r] += 1
         else:
             out.append(r)
     return out, dropped
+
+
+def encode_for_loss(tokenizer, examples: Sequence[dict], mode: str, target: str, max_len: int,  # type: ignore[no-untyped-def]
+                    trim: str = "oldest", builder: PromptBuilder | None = None) -> tuple[list[Encoded], Counter[str]]:
+    """The training items of a loss mode: every task with ``target``'s labels, or for
+    ``vanilla_kd`` (the paper's baseline) the agg examples only, labelled on the whole chain
+    R<S and the answer given all passages (``label_target``)."""
+    if mode == "vanilla_kd":
+        examples = [ex for ex in examples if ex["task"] == "agg"]
+    return encode_all(tokenizer, examples, max_len, label_target(mode, target), trim, builder)
 
 
 def plan_steps(items: Sequence[Encoded], micro_batch: int, micro_per_step: int, seed: int,

@@ -23,8 +23,10 @@ from torch import nn
 
 from steper_ray.config import TrainConfig
 from steper_ray.train.checkpoints import resume_dir
-from steper_ray.train.data import collate, encode_all, plan_steps, shard_rows
+from steper_ray.train.data import collate, encode_for_loss, plan_steps, shard_rows
 from steper_ray.train.deepspeed_config import build_deepspeed_config
+from steper_ray.models.prompt_format import record_prompt_format, resolve_prompt_format
+from steper_ray.reasoning.prompts import PromptBuilder
 from steper_ray.train.loss import TASKS, StepERLoss, per_task_token_ce
 from steper_ray.train.tracking import MetricSinks
 
@@ -42,10 +44,11 @@ class StudentWithLoss(nn.Module):
         self.loss = loss
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                task_ids: torch.Tensor, step_cnt: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
         ce_sum, ce_cnt = per_task_token_ce(logits, labels, task_ids, len(TASKS))
-        return self.loss(ce_sum, ce_cnt), ce_sum.detach(), ce_cnt.detach()
+        return self.loss(ce_sum, ce_cnt, step_cnt), ce_sum.detach(), ce_cnt.detach()
 
 
 def make_loop_config(train: TrainConfig, student: str, examples: str, out: str) -> dict[str, Any]:
@@ -140,10 +143,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # --- data -------------------------------------------------------------------------------
     tokenizer = AutoTokenizer.from_pretrained(config["student"])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # The student's prompt format; evaluation and serving read it back from the export.
+    fmt, template = resolve_prompt_format(cfg.prompt_format, config["student"], tokenizer)
+    builder = PromptBuilder.student(fmt, template)
     rows = _read_examples(config["examples"], rank, world, in_ray)
-    items, dropped = encode_all(tokenizer, rows, cfg.max_len, cfg.loss.target, cfg.trim)
-    if cfg.loss.mode == "vanilla_kd":
-        items = [it for it in items if TASKS[it.task] == "agg"]
+    items, dropped = encode_for_loss(tokenizer, rows, cfg.loss.mode, cfg.loss.target, cfg.max_len, cfg.trim, builder)
     first_plan = plan_steps(items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, 0)
     agreed = torch.tensor([len(first_plan)], dtype=torch.long)
     dist.all_reduce(agreed, op=dist.ReduceOp.MIN)  # every rank must take the same optimizer steps
@@ -204,10 +208,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ce_sum = torch.zeros(len(TASKS), dtype=torch.float64)
         ce_cnt = torch.zeros(len(TASKS), dtype=torch.float64)
         tokens = 0
+        # L_j is task j's token mean over the whole step on every rank (train/loss.py): count first.
+        step_cnt = torch.zeros(len(TASKS), dtype=torch.float64)
+        for mb in plan[within]:
+            for i in mb:
+                step_cnt[items[i].task] += items[i].num_targets
+        dist.all_reduce(step_cnt)
+        step_cnt_dev = step_cnt.float().to(device)
         for mb in plan[within]:
             batch = {k: v.to(device) for k, v in collate([items[i] for i in mb], pad_id).items()}
-            loss_value, s, c = engine(**batch)
-            engine.backward(loss_value)
+            loss_value, s, c = engine(**batch, step_cnt=step_cnt_dev)
+            # The shares already sum to the step loss: no 1/grad_accum, and undo the ranks' average.
+            engine.backward(loss_value * world, scale_wrt_gas=False)
             engine.step()
             ce_sum += s.double().cpu()
             ce_cnt += c.double().cpu()
@@ -260,6 +272,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         export = out / "model"
         module.model.save_pretrained(export, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(export)
+        record_prompt_format(export, fmt)
         (out / "train_state.json").write_text(json.dumps({
             "steps": total_steps, "steps_per_epoch": steps_per_epoch, "world_size": world,
             "examples_used": int(used.item()), "dropped_examples": dropped_total,

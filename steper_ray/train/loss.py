@@ -1,9 +1,18 @@
 """The StepER multi-task loss.
 
 L = sum_j exp(-s_j) * L_j / 2 + s_j / 2 with s_j = log sigma_j^2 learned per task (the stable
-form of L_j / (2 sigma_j^2) + log sigma_j: sigma can never go negative). L_j is the token-mean
-cross-entropy over the completion tokens of task j. Modes: ``steper`` (learned s_j),
-``uniform`` (fixed weights, L = sum_j w_j L_j) and ``vanilla_kd`` (agg only).
+form of L_j / (2 sigma_j^2) + log sigma_j, Kendall et al. 2018 as used by StepER: sigma can
+never go negative). Modes: ``steper`` (learned s_j), ``uniform`` (fixed weights, L = sum_j w_j
+L_j) and ``vanilla_kd`` (agg only).
+
+L_j is task j's mean cross-entropy over its labelled tokens in the whole optimizer step, on
+every rank: a step is many micro-batches (gradient accumulation x data-parallel ranks), each
+holding one task, so a plain per-micro-batch mean would weight a task by how many micro-batches
+it got. Each micro-batch instead contributes its share, sum_j (n_j / N_j) [exp(-s_j) L_j^mb / 2
++ s_j / 2] with n_j its tokens of task j and N_j the step's, and these shares sum to L exactly
+(the same fix as transformers' loss normalisation across gradient accumulation, which divides by
+the tokens of the whole accumulated batch). Token means, not example means: with cumulative
+targets examples differ in length, and every target token then counts the same.
 """
 
 from __future__ import annotations
@@ -16,6 +25,12 @@ from torch import nn
 
 TASKS = ("init", "exp", "agg")
 IGNORE = -100
+
+
+def label_target(mode: str, target: str) -> str:
+    """Which tokens carry loss: vanilla KD (the paper's baseline) always trains on the whole chain
+    R<S and the answer given all passages; the other modes follow ``target``."""
+    return "cumulative" if mode == "vanilla_kd" else target
 
 
 def per_task_token_ce(
@@ -60,13 +75,18 @@ class StepERLoss(nn.Module):
         """Token-mean CE per task; a task with no tokens gives 0 (and is masked out below)."""
         return ce_sum / ce_cnt.clamp(min=1.0)
 
-    def forward(self, ce_sum: torch.Tensor, ce_cnt: torch.Tensor) -> torch.Tensor:
-        present = (ce_cnt > 0).to(ce_sum.dtype)  # a missing task contributes nothing
-        losses = self.task_losses(ce_sum, ce_cnt)
+    def forward(self, ce_sum: torch.Tensor, ce_cnt: torch.Tensor, step_cnt: torch.Tensor | None = None) -> torch.Tensor:
+        """This micro-batch's share of the step loss. ``ce_sum``, ``ce_cnt``: summed CE and token
+        counts per task in the micro-batch, shape (tasks,); ``step_cnt``: the tokens per task in
+        the whole optimizer step on all ranks (None: the micro-batch is the whole step). Summed
+        over the step's micro-batches on every rank this is exactly the closed form above."""
+        total = ce_cnt if step_cnt is None else step_cnt.to(ce_cnt.dtype)
+        share = torch.where(total > 0, ce_cnt / total.clamp(min=1.0), torch.zeros_like(ce_cnt))  # n_j / N_j
+        losses = self.task_losses(ce_sum, ce_cnt)  # L_j^mb; 0 for a task absent here
         if self.mode == "steper":
             s = self.log_vars.to(losses.dtype)
-            return (present * (torch.exp(-s) * losses / 2 + s / 2)).sum()
-        return (present * self.fixed_weights.to(losses.dtype) * losses).sum()
+            return (share * (torch.exp(-s) * losses / 2 + s / 2)).sum()
+        return (share * self.fixed_weights.to(losses.dtype) * losses).sum()
 
     def effective_weights(self) -> torch.Tensor:
         """The multiplier on each L_j: exp(-s_j)/2 (steper) or the fixed weight."""

@@ -20,10 +20,13 @@ log = logging.getLogger(__name__)
 
 def resolve_student(cfg: SteperConfig) -> str:
     if cfg.train.student:
-        if not (Path(cfg.train.student) / "config.json").is_file():
+        from steper_ray.models.prepare import resolve_model
+
+        student = resolve_model(cfg.train.student)
+        if not (Path(student) / "config.json").is_file():
             raise UserError(f"train.student {cfg.train.student} is not a Hugging Face model directory "
-                            "(no config.json); point it at a local model")
-        return cfg.train.student
+                            "(no config.json); point it at a local model or use 'smollm2'")
+        return student
     path = Path(cfg.run_dir) / "models" / "student"
     if not (path / "config.json").is_file():
         from steper_ray.commands.tiny_model import run_tiny_model

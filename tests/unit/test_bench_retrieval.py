@@ -7,7 +7,6 @@ import pytest
 
 from steper_ray.bench.retrieval import synthesize_corpus
 from steper_ray.cli import main
-from steper_ray.data import extract_corpus, read_dataset
 
 
 def test_synthetic_corpus_keeps_real_passages(musique_corpus) -> None:  # type: ignore[no-untyped-def]

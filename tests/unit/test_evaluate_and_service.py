@@ -38,9 +38,10 @@ def test_prediction_rows_and_dataset_metrics() -> None:
     assert [(r["em"], r["acc"], r["recall"]) for r in rows] == [(1.0, 1.0, 0.5), (0.0, 1.0, 1.0), (0.0, 0.0, None)]
     assert rows[1]["f1"] == pytest.approx(0.5)  # "new york city" vs "york"
     assert rows[0]["steps"][1] == {"step": 2, "task": "agg", "query": "q2", "passage_ids": ["x", "y"],
-                                   "reasoning": "So the answer is: Paris.", "num_tokens": 7}
+                                   "reasoning": "So the answer is: Paris.", "num_tokens": 7, "notes": []}
+    assert [r["marked"] for r in rows] == [True, True, False]
     m = dataset_metrics(rows)
-    assert m == {"questions": 3, "errors": 1, "em": round(1 / 3, 4), "f1": round(1.5 / 3, 4),
+    assert m == {"questions": 3, "errors": 1, "failures": 0, "marked": round(2 / 3, 4), "em": round(1 / 3, 4), "f1": round(1.5 / 3, 4),
                  "acc": round(2 / 3, 4), "recall": 0.75, "mean_steps": round(5 / 3, 3),
                  "tokens_per_question": round(21 / 3, 1)}
 

@@ -13,6 +13,7 @@ import pytest
 from steper_ray.reasoning.generators.hf_engine import HFGenerator
 from steper_ray.reasoning.generators.openai_client import OpenAIGenerator
 from steper_ray.reasoning.generators.protocol import Generator, GenRequest
+from steper_ray.reasoning.steps import shape_step
 
 PROMPTS = [
     "Wikipedia Title: Rush\nRush was a Canadian rock band.\n\nQ: Which band?\nA:",
@@ -50,9 +51,14 @@ def test_vllm_generator_matches_hf_greedy_and_isolates_bad_prompts(tiny_model_di
     vg = VLLMGenerator(str(tiny_model_dir), max_model_len=512, max_tokens=12, dtype="float32")
     reqs = [GenRequest(p) for p in PROMPTS]
     out = vg.generate(reqs + [GenRequest("word " * 600)])
-    assert [g.text for g in out[:3]] == [g.text for g in hf.generate(reqs)]
+    assert [(g.text, g.finish_reason) for g in out[:3]] == [(g.text, g.finish_reason) for g in hf.generate(reqs)]
     assert out[3].error is not None and "over max_model_len 512" in out[3].error
     assert all(0 < g.num_tokens <= 12 for g in out[:3])
+    # a retry's min_tokens means the same on both engines (neither newline nor EOS ends it early)
+    retry = [GenRequest(p, min_tokens=5) for p in PROMPTS]
+    v, h = vg.generate(retry), hf.generate(retry)
+    assert [(g.text, g.num_tokens, g.finish_reason) for g in v] == [(g.text, g.num_tokens, g.finish_reason) for g in h]
+    assert all(g.num_tokens >= 5 for g in v)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -63,9 +69,16 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append({"body": body, "auth": self.headers.get("Authorization")})
         status = type(self).plan.pop(0) if type(self).plan else 200
-        if status == 200:
-            payload = {"choices": [{"text": f" echo {body['prompt'][-5:]}\nignored"}],
-                       "usage": {"completion_tokens": 3}}
+        if status == 200 and "messages" in body:  # chat: continue the last (assistant) message
+            payload = {"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                       "choices": [{"index": 0, "finish_reason": "stop", "stop_reason": "\n",
+                                    "message": {"role": "assistant", "content": f" echo {body['messages'][-1]['content'][-5:]}"}}],
+                       "usage": {"completion_tokens": 3, "prompt_tokens": 5, "total_tokens": 8}}
+        elif status == 200:
+            payload = {"id": "c", "object": "text_completion", "created": 0, "model": body["model"],
+                       "choices": [{"index": 0, "text": f" echo {body['prompt'][-5:]}\nignored",
+                                    "finish_reason": "stop", "stop_reason": None, "logprobs": None}],
+                       "usage": {"completion_tokens": 3, "prompt_tokens": 5, "total_tokens": 8}}
         else:
             payload = {"error": "nope"}
         data = json.dumps(payload).encode()
@@ -92,10 +105,11 @@ def server() -> Iterator[str]:
 def test_openai_generator_posts_completions_and_retries(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEACHER_KEY", "sekret")
     gen = OpenAIGenerator(server, "teacher-70b", api_key_env="TEACHER_KEY", max_tokens=7,
-                          backoff_s=0.01, max_retries=2, concurrency=2)
-    _Handler.plan = [503, 429]  # two transient failures, then success
+                          max_retries=2, concurrency=2)
+    _Handler.plan = [503, 429]  # two transient failures, then success (the SDK's own retries)
     out = gen.generate([GenRequest("Q: hello?\nA:")])
-    assert out[0].text == "echo o?\nA:".split("\n")[0] and out[0].num_tokens == 3 and out[0].error is None
+    assert shape_step(out[0].text, out[0].finish_reason, []).text == "echo o?\nA:".split("\n")[0]
+    assert out[0].num_tokens == 3 and out[0].error is None and out[0].finish_reason == "eos"
     assert len(_Handler.seen) == 3
     body = _Handler.seen[-1]["body"]
     assert body["model"] == "teacher-70b" and body["max_tokens"] == 7 and body["stop"] == ["\n"]
@@ -113,6 +127,18 @@ def test_openai_generator_posts_completions_and_retries(server: str, monkeypatch
 
 
 def test_openai_generator_unreachable_server_is_an_error_row() -> None:
-    gen = OpenAIGenerator("http://127.0.0.1:9/v1", "m", api_key_env=None, timeout_s=0.5, max_retries=1, backoff_s=0.01)
+    gen = OpenAIGenerator("http://127.0.0.1:9/v1", "m", api_key_env=None, timeout_s=0.5, max_retries=1)
     out = gen.generate([GenRequest("x")])
     assert out[0].error is not None and "ConnectError" in out[0].error
+
+
+def test_openai_generator_chat_continues_the_assistant_turn(server: str) -> None:
+    gen = OpenAIGenerator(server, "teacher-70b", api_key_env=None, max_tokens=7, max_retries=0)
+    messages = (("system", "Be brief."), ("user", "Q: hello?"), ("assistant", "A: first.\n"))
+    out = gen.generate([GenRequest("record only", messages=messages, min_tokens=2)])
+    assert out[0].text == " echo rst.\n" and out[0].finish_reason == "stop" and out[0].error is None
+    body = _Handler.seen[-1]["body"]
+    assert body["messages"] == [{"role": r, "content": c} for r, c in messages]
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["min_tokens"] == 2 and body["stop"] == ["\n"] and "prompt" not in body
+    gen.close()

@@ -7,9 +7,11 @@ import pytest
 from steper_ray.errors import UserError
 from steper_ray.reasoning.answer import final_answer, has_answer_marker, parse_answer
 from steper_ray.reasoning.prompts import (
+    Demonstration,
+    PromptBuilder,
     PromptPassage,
     StepState,
-    TeacherPrompt,
+    TeacherPromptSpec,
     completion_text,
     format_passages,
     student_prompt,
@@ -41,23 +43,70 @@ def test_consecutive_steps_share_the_passage_prefix() -> None:
 
 
 def test_teacher_prompt_wraps_the_student_view() -> None:
-    teacher = TeacherPrompt.load()
+    teacher = PromptBuilder.teacher(TeacherPromptSpec.load())
     state = StepState("Which band had Neil Peart?", [P1], [])
-    plain, final = teacher.render(state, False), teacher.render(state, True)
+    plain, final = teacher(state, False), teacher(state, True)
     assert plain.endswith(student_prompt(state)) and final.endswith(student_prompt(state))
-    assert plain.startswith(teacher.header) and final.startswith(teacher.header)
+    header = plain[: -len(student_prompt(state))]
+    assert final.startswith(header)
     assert teacher.final_instruction in final and teacher.final_instruction not in plain
-    assert teacher.header.count("So the answer is:") >= 3  # instruction + demonstrations
-    assert "Wikipedia Title: Lakeside Glassworks" in teacher.header
+    assert header.count("So the answer is:") >= 3  # instruction + demonstrations
+    assert "Wikipedia Title: Lakeside Glassworks" in header
+    assert PromptBuilder.student()(state) == student_prompt(state)
+
+
+def chatml(messages) -> str:  # type: ignore[no-untyped-def]
+    """A ChatML template like SmolLM2's, as a tokenizer's apply_chat_template renders it."""
+    return "".join(f"<|im_start|>{r}\n{c}<|im_end|>\n" for r, c in messages) + "<|im_start|>assistant\n"
+
+
+def test_chat_format_renders_messages_and_continues_the_assistant_turn() -> None:
+    demo = Demonstration("Who drummed for Rush?", (P1,), ("Neil Peart drummed for Rush.", "So the answer is: Neil Peart."))
+    spec = TeacherPromptSpec("Answer step by step.", "Close now.", ())
+    teacher = PromptBuilder.teacher(spec, [demo], "chat", chatml)
+    state = StepState("Which band had Neil Peart?", [P1, P2], ["Neil Peart drummed for Rush."])
+    r = teacher.render(state, final=True)
+    assert r.text == (
+        "<|im_start|>system\nAnswer step by step.<|im_end|>\n"
+        "<|im_start|>user\nWikipedia Title: Neil Peart\nNeil Peart was the drummer of Rush.\n\n"
+        "Q: Who drummed for Rush?<|im_end|>\n"
+        "<|im_start|>assistant\nA: Neil Peart drummed for Rush.\n So the answer is: Neil Peart.\n<|im_end|>\n"
+        "<|im_start|>user\nWikipedia Title: Neil Peart\nNeil Peart was the drummer of Rush.\n\n"
+        "Wikipedia Title: Rush (band)\nRush was a Canadian rock band.\n\n"
+        "Q: Which band had Neil Peart?\n\nClose now.<|im_end|>\n"
+        "<|im_start|>assistant\nA: Neil Peart drummed for Rush.\n"
+    )
+    assert r.text[r.reasoning_start:] == " Neil Peart drummed for Rush.\n"
+    assert r.messages is not None and r.messages[-1] == ("assistant", "A: Neil Peart drummed for Rush.\n")
+    assert [m[0] for m in r.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert "Close now." not in teacher(state, final=False)
+    # the student: the same user turn, no system message, no demonstrations, no cue
+    student = PromptBuilder.student("chat", chatml)
+    s = student.render(state, final=True)
+    assert s.text == ("<|im_start|>user\n" + student_prompt(StepState(state.question, state.passages)).removesuffix("\nA:")
+                      + "<|im_end|>\n<|im_start|>assistant\nA: Neil Peart drummed for Rush.\n")
+    # consecutive chat steps share everything before the new passages' user turn
+    nxt = StepState(state.question, state.passages, [*state.reasoning, "Rush is Canadian."])
+    assert student(nxt).startswith(s.text[: s.text.index("Q: ")])
+    assert student(nxt) == student(state) + completion_text("Rush is Canadian.")
+    # without a template (a remote chat API) the messages are exact and the text is a record
+    remote = PromptBuilder.student("chat").render(state)
+    assert remote.messages == s.messages and "<|user|>" in remote.text
+
+
+def test_completion_reasoning_start_marks_the_answer_field() -> None:
+    state = StepState("q?", [P1], ["r1.", "r2."])
+    r = PromptBuilder.student().render(state)
+    assert r.text[r.reasoning_start:] == " r1.\n r2.\n" and r.messages is None
 
 
 def test_teacher_prompt_file_errors(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        TeacherPrompt.load(tmp_path / "missing.yaml")
+        TeacherPromptSpec.load(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("instruction: hi\n")
     with pytest.raises(UserError, match="malformed.*final_instruction"):
-        TeacherPrompt.load(bad)
+        TeacherPromptSpec.load(bad)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +125,20 @@ def test_teacher_prompt_file_errors(tmp_path: Path) -> None:
 def test_parse_answer(text: str, answer: str | None) -> None:
     assert parse_answer(text) == answer
     assert has_answer_marker(text) == ("answer is" in text.lower())
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("The answer is Norway.", "Norway"),
+        ("Answer: Norway", "Norway"),
+        ("Therefore, the final answer is: 1993.", "1993"),
+        ("He answered the call.", None),
+    ],
+)
+def test_answer_marker_variants(text: str, answer: str | None) -> None:
+    assert parse_answer(text) == answer
+    assert has_answer_marker(text) == (answer is not None)
 
 
 def test_final_answer_falls_back_to_the_last_sentence() -> None:

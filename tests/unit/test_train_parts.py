@@ -89,7 +89,7 @@ def test_encode_masks_prompt_and_trims_whole_passages(tiny_model_dir: Path) -> N
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     ex = {"id": "q:2", "task": "exp", "prompt": PROMPT, "completion": " second step.\n"}
-    full = encode_example(tok, ex, 10_000)
+    full = encode_example(tok, ex, 10_000, target="next")
     assert isinstance(full, Encoded) and full.task == TASKS.index("exp")
     n_prompt = len(tok(PROMPT).input_ids)
     assert full.input_ids[:n_prompt] == tok(PROMPT).input_ids  # prompt tokenised as at inference
@@ -103,9 +103,9 @@ def test_encode_masks_prompt_and_trims_whole_passages(tiny_model_dir: Path) -> N
     blocks, rest = split_prompt(PROMPT)
     without_a = "".join(blocks[1:]) + rest
     limit = len(tok(without_a).input_ids) + len(tok(" second step.\n", add_special_tokens=False).input_ids)
-    trimmed = encode_example(tok, ex, limit)
+    trimmed = encode_example(tok, ex, limit, target="next")
     assert isinstance(trimmed, Encoded) and tok.decode(trimmed.input_ids).startswith("Wikipedia Title: B")
-    newest = encode_example(tok, ex, limit, trim="newest")
+    newest = encode_example(tok, ex, limit, target="next", trim="newest")
     assert isinstance(newest, Encoded) and "Wikipedia Title: B" not in tok.decode(newest.input_ids)
     assert encode_example(tok, ex, 5) == "too long without passages"
 
@@ -211,3 +211,123 @@ def test_resume_downloads_a_remote_checkpoint_once_per_node(tmp_path: Path) -> N
     assert (r0 / "latest").read_text() == "step00000005"
     assert (r0 / "step00000005/zero_pp_rank_0_mp_rank_00_optim_states.pt").read_bytes() == b"shard0" * 1000
     assert not list((tmp_path / "dl").glob("*.partial"))
+
+
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _one_trace():  # type: ignore[no-untyped-def]
+    """A three-step trace (init, exp, agg) from the real loop with a scripted teacher."""
+    from steper_ray.generate.examples import trace_examples
+    from steper_ray.reasoning.generators.protocol import Generation
+    from steper_ray.reasoning.loop import Question, StepwiseReasoner
+    from steper_ray.retrieval.protocol import Hit
+
+    class Retriever:
+        def search(self, queries, k):  # type: ignore[no-untyped-def]
+            return [[Hit(f"{q}#{i}", f"Title {i}", f"Passage {i} for {q}.", 1.0) for i in range(k)] for q in queries]
+
+        def __len__(self) -> int:
+            return 9
+
+    outputs = {1: "Rush had Neil Peart.", 2: "Rush is from Canada.", 3: "So the answer is: Canada."}
+
+    class Teacher:
+        def generate(self, requests):  # type: ignore[no-untyped-def]
+            return [Generation(" " + outputs[r.step], 5) for r in requests]
+
+    trace = StepwiseReasoner(Retriever(), Teacher(), max_steps=3, k=1).run([Question("q", "Where is Neil Peart's band from?")])[0]
+    return trace, trace_examples(trace)
+
+
+@pytest.mark.parametrize(
+    ("mode", "target", "labelled"),
+    [
+        ("steper", "next", [" Rush had Neil Peart.\n", " Rush is from Canada.\n", " So the answer is: Canada.\n"]),
+        ("steper", "cumulative", [" Rush had Neil Peart.\n", " Rush had Neil Peart.\n Rush is from Canada.\n",
+                                  " Rush had Neil Peart.\n Rush is from Canada.\n So the answer is: Canada.\n"]),
+        ("uniform", "next", [" Rush had Neil Peart.\n", " Rush is from Canada.\n", " So the answer is: Canada.\n"]),
+        # vanilla KD: the final step only, the whole chain and the answer as the target, whatever 'target' says
+        ("vanilla_kd", "next", [" Rush had Neil Peart.\n Rush is from Canada.\n So the answer is: Canada.\n"]),
+    ],
+)
+def test_labelled_tokens_of_one_trace_per_loss_mode(tiny_model_dir: Path, mode: str, target: str,
+                                                     labelled: list[str]) -> None:
+    from transformers import AutoTokenizer
+
+    from steper_ray.train.data import encode_for_loss
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    trace, examples = _one_trace()
+    assert [e["task"] for e in examples] == ["init", "exp", "agg"]
+    items, dropped = encode_for_loss(tok, examples, mode, target, 10_000)
+    assert not dropped
+    assert [tok.decode([t for t in it.labels if t != IGNORE]) for it in items] == labelled
+    if mode == "vanilla_kd":  # given all passages: the agg step sees every passage retrieved
+        assert len(trace.passages) == 3 and all(f"Passage 0 for {q}" in tok.decode(items[0].input_ids)
+                                                for q in ("Where is Neil Peart's band from?", "Rush had Neil Peart."))
+
+
+@pytest.mark.parametrize("fmt", ["completion", "chat"])
+def test_training_prompt_is_byte_identical_to_inference(tiny_model_dir: Path, fmt: str) -> None:
+    """The student's training tokens for a step are the tokens its inference prompt has."""
+    from transformers import AutoTokenizer
+
+    from steper_ray.models.prompt_format import chat_template_of
+    from steper_ray.reasoning.prompts import PromptBuilder, encode_prompt
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = CHATML
+    builder = PromptBuilder.student(fmt, chat_template_of(tok) if fmt == "chat" else None)  # type: ignore[arg-type]
+    trace, examples = _one_trace()
+    for index, example in enumerate(examples):
+        at_inference = builder(trace.state_at(index))  # what the loop renders for this step
+        if fmt == "completion":
+            assert at_inference == example["prompt"]  # the stored prompt is the student's view
+        else:
+            assert at_inference.startswith("<|im_start|>user\n") and "<|im_start|>assistant\nA:" in at_inference
+        enc = encode_example(tok, example, 10_000, builder=builder)
+        assert isinstance(enc, Encoded)
+        n = len(enc.input_ids) - len(tok(example["completion"], add_special_tokens=False).input_ids)
+        assert enc.input_ids[:n] == encode_prompt(tok, at_inference).input_ids
+
+
+def test_step_loss_with_unequal_task_counts_is_the_closed_form() -> None:
+    """Micro-batches of one task each, in unequal numbers and sizes, as in one optimizer step on
+    two ranks: their summed shares give sum_j exp(-s_j) L_j / 2 + s_j / 2 with L_j the task's
+    token mean over the whole step, and the same gradients."""
+    torch.manual_seed(0)
+    # (task, tokens) per micro-batch: exp has three micro-batches, init one, agg two
+    micro = [(0, 3.0), (1, 2.0), (1, 4.0), (1, 6.0), (2, 5.0), (2, 1.0)]
+    ce = [torch.rand((), dtype=torch.float64) * n for _, n in micro]  # summed CE of each micro-batch
+    for c in ce:
+        c.requires_grad_(True)
+    s_init = [0.4, -0.2, 0.9]
+    loss = StepERLoss("steper").double()
+    with torch.no_grad():
+        loss.log_vars.copy_(torch.tensor(s_init, dtype=torch.float64))
+    step_cnt = torch.zeros(3, dtype=torch.float64)
+    for task, n in micro:
+        step_cnt[task] += n
+    total = 0
+    for (task, n), c in zip(micro, ce):
+        ce_sum = torch.zeros(3, dtype=torch.float64).index_put((torch.tensor([task]),), c.reshape(1))
+        ce_cnt = torch.zeros(3, dtype=torch.float64)
+        ce_cnt[task] = n
+        total = total + loss(ce_sum, ce_cnt, step_cnt)
+    total.backward()
+    # closed form
+    s = torch.tensor(s_init, dtype=torch.float64, requires_grad=True)
+    leaves = [c.detach().clone().requires_grad_(True) for c in ce]
+    L = [sum(leaves[i] for i, (t, _) in enumerate(micro) if t == j) / step_cnt[j] for j in range(3)]
+    closed = sum(torch.exp(-s[j]) * L[j] / 2 + s[j] / 2 for j in range(3))
+    closed.backward()
+    assert total.item() == pytest.approx(closed.item(), rel=1e-12)
+    assert loss.log_vars.grad.tolist() == pytest.approx(s.grad.tolist(), rel=1e-9)
+    assert [c.grad.item() for c in ce] == pytest.approx([c.grad.item() for c in leaves], rel=1e-9)
+    # a micro-batch mean would have weighted exp by its 3 micro-batches: not what we compute
+    per_mb = sum(loss(torch.zeros(3, dtype=torch.float64).index_put((torch.tensor([t]),), c.detach().reshape(1)),
+                      torch.zeros(3, dtype=torch.float64).index_put((torch.tensor([t]),), torch.tensor([n], dtype=torch.float64)))
+                 for (t, n), c in zip(micro, ce))
+    assert abs(per_mb.item() - closed.item()) > 1e-3

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from steper_ray.data.records import QuestionRecord
 from steper_ray.reasoning.answer import ANSWER_MARKER
-from steper_ray.reasoning.generators.protocol import Generation, GenRequest
+from steper_ray.reasoning.generators.protocol import Generation, GenRequest, failed
 
 _REF = re.compile(r"#(\d+)")
 
@@ -58,7 +58,7 @@ class EvidenceGenerator:
         for req in requests:
             rec = self.records.get(req.question_id)
             if rec is None:
-                out.append(Generation("", 0, f"evidence teacher has no record for question {req.question_id!r}"))
+                out.append(failed(f"evidence teacher has no record for question {req.question_id!r}"))
                 continue
             text = self.step_text(rec, req.step, req.final)
             out.append(Generation(text, len(text.split())))

@@ -10,7 +10,11 @@ from steper_ray.reasoning.generators.protocol import Generator
 
 
 def build_generator(cfg: GeneratorConfig, records: Sequence[QuestionRecord] = ()) -> Generator:
-    """``records`` feed the evidence teacher (it writes from their annotations)."""
+    """``records`` feed the evidence teacher (it writes from their annotations). A model name
+    such as ``smollm2`` is prepared into a local directory first."""
+    from steper_ray.models.prepare import resolved
+
+    cfg = resolved(cfg)
     if cfg.kind == "evidence":
         from steper_ray.reasoning.generators.evidence import EvidenceGenerator
 
@@ -36,5 +40,5 @@ def build_generator(cfg: GeneratorConfig, records: Sequence[QuestionRecord] = ()
     assert cfg.base_url is not None
     return OpenAIGenerator(
         cfg.base_url, cfg.model, cfg.api_key_env, cfg.max_tokens, cfg.temperature, cfg.top_p,
-        cfg.seed, cfg.timeout_s, cfg.max_retries, concurrency=cfg.concurrency,
+        cfg.seed, cfg.timeout_s, cfg.max_retries, cfg.concurrency,
     )

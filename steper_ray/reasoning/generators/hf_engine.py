@@ -1,12 +1,19 @@
-"""HFGenerator: transformers ``generate`` in batches with left padding (CPU or one GPU)."""
+"""HFGenerator: transformers ``generate`` in batches with left padding (CPU or one GPU).
+
+Stops a step the way vLLM does (so both engines give the same step, tested): at the first
+newline written after the first ``min_tokens`` tokens (the text is cut before it), at
+end-of-sequence (never within ``min_tokens``), or at ``max_tokens``.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from steper_ray.reasoning.generators.protocol import Generation, GenRequest, first_line
+from steper_ray.reasoning.generators.protocol import Generation, GenRequest, failed
+from steper_ray.reasoning.prompts import COMPLETION_END, encode_prompt
 
 log = logging.getLogger(__name__)
 
@@ -44,59 +51,78 @@ class HFGenerator:
         self.max_model_len = max_model_len
         self.seed = seed
         self._newline_ids = {
-            i for tok, i in self.tokenizer.get_vocab().items() if "\n" in self.tokenizer.convert_tokens_to_string([tok])
+            i for tok, i in self.tokenizer.get_vocab().items()
+            if COMPLETION_END in self.tokenizer.convert_tokens_to_string([tok])
         }
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        self._eos_ids = {i for i in [*eos_ids, self.tokenizer.eos_token_id] if i is not None}
 
-    def _generate_batch(self, prompt_ids: list[list[int]]) -> list[Generation]:
+    def _cut(self, row: list[int], min_tokens: int) -> Generation:
+        """The step in one generated row, cut as vLLM cuts it (see the module docstring)."""
+        text = ""
+        for j, tid in enumerate(row):
+            if tid in self._eos_ids:
+                return Generation(text, j + 1, None, "eos")
+            new = self.tokenizer.decode(row[: j + 1], skip_special_tokens=True)
+            added, text = new[len(text):], new
+            if j >= min_tokens and COMPLETION_END in added:
+                return Generation(text[: len(text) - len(added) + added.index(COMPLETION_END)], j + 1, None, "stop")
+        return Generation(text, len(row), None, "length")
+
+    def _generate_batch(self, prompt_ids: list[list[int]], min_tokens: int, temperature: float) -> list[Generation]:
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        newline_ids = torch.tensor(sorted(self._newline_ids), device=self.device)
+        start = max(len(p) for p in prompt_ids)
+
+        class _NewlineStop(StoppingCriteria):
+            """A row is done once it has written a newline after ``min_tokens`` tokens."""
+
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                past_min = input_ids.shape[1] - start > min_tokens
+                return torch.isin(input_ids[:, -1], newline_ids) & past_min
 
         enc = self.tokenizer.pad({"input_ids": prompt_ids}, return_tensors="pt").to(self.device)
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
-        if self.temperature > 0:
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_tokens, "pad_token_id": self.tokenizer.pad_token_id,
+                                  "min_new_tokens": min_tokens or None,
+                                  "stopping_criteria": StoppingCriteriaList([_NewlineStop()])}
+        if temperature > 0:
             torch.manual_seed(self.seed)
-            kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p)
+            kwargs.update(do_sample=True, temperature=temperature, top_p=self.top_p)
         else:
             kwargs.update(do_sample=False)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
-        results = []
-        for row in out[:, enc.input_ids.shape[1]:].tolist():
-            # Stop at the first newline token (or EOS); count only the tokens that were kept.
-            kept = []
-            for tid in row:
-                if tid == self.tokenizer.eos_token_id or tid == self.tokenizer.pad_token_id or tid in self._newline_ids:
-                    if tid in self._newline_ids:
-                        kept.append(tid)
-                    break
-                kept.append(tid)
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            results.append(Generation(first_line(text), len(kept)))
-        return results
+        return [self._cut(row, min_tokens) for row in out[:, enc.input_ids.shape[1]:].tolist()]
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
         results: list[Generation | None] = [None] * len(requests)
-        ok: list[int] = []
+        groups: dict[tuple[int, float], list[int]] = defaultdict(list)  # one generate call per setting
         ids: dict[int, list[int]] = {}
         for i, req in enumerate(requests):
-            ids[i] = self.tokenizer(req.prompt).input_ids  # once: length check and generation
+            ids[i] = encode_prompt(self.tokenizer, req.prompt).input_ids  # once: length check and generation
             n = len(ids[i])
             if n + self.max_tokens > self.max_model_len:
-                results[i] = Generation("", 0, f"prompt has {n} tokens; with max_tokens {self.max_tokens} "
-                                               f"it exceeds max_model_len {self.max_model_len}")
+                results[i] = failed(f"prompt has {n} tokens; with max_tokens {self.max_tokens} "
+                                    f"it exceeds max_model_len {self.max_model_len}")
             else:
-                ok.append(i)
-        for start in range(0, len(ok), self.batch_size):
-            idx = ok[start:start + self.batch_size]
-            try:
-                outs = self._generate_batch([ids[i] for i in idx])
-            except (RuntimeError, ValueError) as exc:  # isolate a failing batch request by request
-                log.warning("batch generate failed (%s); retrying one by one", exc)
-                outs = []
-                for i in idx:
-                    try:
-                        outs += self._generate_batch([ids[i]])
-                    except (RuntimeError, ValueError) as exc1:
-                        outs.append(Generation("", 0, f"generation failed: {exc1}"))
-            for i, g in zip(idx, outs):
-                results[i] = g
+                t = self.temperature if req.temperature is None else req.temperature
+                groups[(min(req.min_tokens, self.max_tokens), t)].append(i)
+        for (min_tokens, temperature), members in groups.items():
+            for start in range(0, len(members), self.batch_size):
+                idx = members[start:start + self.batch_size]
+                try:
+                    outs = self._generate_batch([ids[i] for i in idx], min_tokens, temperature)
+                except (RuntimeError, ValueError) as exc:  # isolate a failing batch request by request
+                    log.warning("batch generate failed (%s); retrying one by one", exc)
+                    outs = []
+                    for i in idx:
+                        try:
+                            outs += self._generate_batch([ids[i]], min_tokens, temperature)
+                        except (RuntimeError, ValueError) as exc1:
+                            outs.append(failed(f"generation failed: {exc1}"))
+                for i, g in zip(idx, outs):
+                    results[i] = g
         return [r for r in results if r is not None]

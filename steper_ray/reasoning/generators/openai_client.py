@@ -1,24 +1,40 @@
-"""OpenAIGenerator: any OpenAI-compatible ``/v1/completions`` endpoint (e.g. a vLLM server
-hosting a 70B teacher), with timeouts, retries with exponential backoff and a concurrency cap."""
+"""OpenAIGenerator: any OpenAI-compatible endpoint (e.g. a vLLM server hosting a 70B teacher)
+through the official ``openai`` SDK: its timeouts, its retries with exponential backoff (on
+connection errors, 408, 409, 429 and 5xx; never on other 4xx) and its async client, with at
+most ``concurrency`` requests in flight.
+
+Completion-format prompts go to ``/v1/completions``. Chat-format prompts go to
+``/v1/chat/completions`` as messages whose last one is the unfinished assistant turn (the
+reasoning so far); vLLM's server continues that turn with ``continue_final_message`` (sent
+with ``add_generation_prompt: false``). ``min_tokens`` of a retry is vLLM's extension too.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import random
-import time
+import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
-
-from steper_ray.reasoning.generators.protocol import Generation, GenRequest, first_line
+from steper_ray.reasoning.generators.protocol import FinishReason, Generation, GenRequest, failed
 from steper_ray.reasoning.prompts import COMPLETION_END
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# What the SDK retries (openai._base_client._should_retry): connection errors, 408, 409, 429, 5xx.
+RETRIED_STATUS = {408, 409, 429}
+
+
+def _finish(reason: str | None, extra: dict[str, Any] | None) -> FinishReason:
+    """OpenAI's finish_reason, with vLLM's ``stop_reason`` telling the newline from EOS."""
+    if reason == "length":
+        return "length"
+    extra = extra or {}
+    if "stop_reason" in extra and extra["stop_reason"] is None:
+        return "eos"
+    return "stop"
 
 
 class OpenAIGenerator:
@@ -33,52 +49,77 @@ class OpenAIGenerator:
         seed: int = 0,
         timeout_s: float = 60.0,
         max_retries: int = 4,
-        backoff_s: float = 1.0,
         concurrency: int = 16,
     ):
-        headers = {}
-        key = os.environ.get(api_key_env) if api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self.url = base_url.rstrip("/") + "/completions"
-        self.model = model
-        self.body = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-                     "stop": [COMPLETION_END], "seed": seed}
-        self.max_retries = max_retries
-        self.backoff_s = backoff_s
-        self.concurrency = concurrency
-        self.client = httpx.Client(timeout=httpx.Timeout(timeout_s), headers=headers,
-                                   limits=httpx.Limits(max_connections=concurrency))
+        import openai
 
-    def _post(self, prompt: str) -> Generation:
-        body: dict[str, Any] = {"model": self.model, "prompt": prompt, **self.body}
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                # exponential backoff with jitter, so a restarting server is not stampeded
-                time.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2))
+        key = os.environ.get(api_key_env) if api_key_env else None
+        self.model = model
+        self.max_tokens, self.temperature, self.top_p, self.seed = max_tokens, temperature, top_p, seed
+        self.max_retries = max_retries
+        self.concurrency = concurrency
+        # The async client lives on a private event loop thread: callers on any thread (or on
+        # their own event loop, via agenerate) share one connection pool.
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="openai-client", daemon=True)
+        self._thread.start()
+        self.client = openai.AsyncOpenAI(base_url=base_url, api_key=key or "EMPTY", timeout=timeout_s,
+                                         max_retries=max_retries)
+        self._gate: asyncio.Semaphore | None = None
+
+    def _error(self, exc: Exception) -> Generation:
+        import openai
+
+        attempts = f"gave up after {self.max_retries + 1} attempts"
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            body = (exc.response.text or "")[:200]
+            if status in RETRIED_STATUS or status >= 500:
+                return failed(f"{attempts}: HTTP {status}: {body}")
+            return failed(f"HTTP {status}: {body}")  # a client error does not improve with retries
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return failed(f"{attempts}: {type(cause).__name__}: {cause}")
+        return failed(f"malformed response: {type(exc).__name__}: {exc}")
+
+    async def _one(self, req: GenRequest) -> Generation:
+        import openai
+
+        assert self._gate is not None
+        temperature = self.temperature if req.temperature is None else req.temperature
+        common: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "temperature": temperature,
+                                  "top_p": self.top_p, "stop": [COMPLETION_END], "seed": self.seed}
+        extra: dict[str, Any] = {"min_tokens": req.min_tokens} if req.min_tokens else {}
+        async with self._gate:
             try:
-                resp = self.client.post(self.url, json=body)
-            except httpx.HTTPError as exc:  # timeouts, refused connections
-                last = f"{type(exc).__name__}: {exc}"
-                continue
-            if resp.status_code in RETRY_STATUS:
-                last = f"HTTP {resp.status_code}: {resp.text[:200]}"
-                continue
-            if resp.status_code != 200:  # a client error will not improve with retries
-                return Generation("", 0, f"HTTP {resp.status_code}: {resp.text[:200]}")
-            try:
-                data = resp.json()
-                text = data["choices"][0]["text"]
-                tokens = int((data.get("usage") or {}).get("completion_tokens", 0))
-            except (ValueError, KeyError, IndexError, TypeError):
-                return Generation("", 0, f"malformed completion response: {resp.text[:200]}")
-            return Generation(first_line(text), tokens)
-        return Generation("", 0, f"gave up after {self.max_retries + 1} attempts: {last}")
+                if req.messages is None:
+                    resp = await self.client.completions.create(prompt=req.prompt, extra_body=extra or None, **common)
+                    choice = resp.choices[0]
+                    text = choice.text
+                else:
+                    extra.update(continue_final_message=True, add_generation_prompt=False)
+                    messages = [{"role": role, "content": content} for role, content in req.messages]
+                    resp = await self.client.chat.completions.create(messages=messages, extra_body=extra, **common)
+                    choice = resp.choices[0]
+                    text = choice.message.content or ""
+                tokens = int(resp.usage.completion_tokens) if resp.usage else 0
+                return Generation(text, tokens, None, _finish(choice.finish_reason, choice.model_extra))
+            except (openai.OpenAIError, IndexError, AttributeError, TypeError, ValueError) as exc:
+                return self._error(exc)
+
+    async def _all(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.concurrency)
+        return list(await asyncio.gather(*(self._one(r) for r in requests)))
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
-        with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(requests)))) as pool:
-            return list(pool.map(self._post, [r.prompt for r in requests]))
+        return asyncio.run_coroutine_threadsafe(self._all(requests), self._loop).result()
+
+    async def agenerate(self, requests: Sequence[GenRequest]) -> list[Generation]:
+        """``generate`` for a caller on its own event loop (the client stays on its thread)."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._all(requests), self._loop))
 
     def close(self) -> None:
-        self.client.close()
+        asyncio.run_coroutine_threadsafe(self.client.close(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)

@@ -1,27 +1,55 @@
-"""The Generator protocol: a batch of step requests in, one result per request out."""
+"""The Generator protocol: a batch of step requests in, one result per request out.
+
+A generator returns the model's raw continuation (up to the first newline that ends a step, the
+end-of-sequence token or ``max_tokens``) and why it stopped. Turning that raw text into a
+reasoning step (leading blank lines, several sentences, a new example, a cut sentence) is the
+loop's job (``steper_ray.reasoning.steps``), the same for every engine.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "eos", "length", "error"]
 
 
 @dataclass(frozen=True)
 class GenRequest:
+    """One step to generate.
+
+    ``prompt`` is the rendered text a local engine tokenises. ``messages`` holds the same prompt
+    as chat messages (the last one an unfinished assistant turn) when it was built in the chat
+    format; a remote chat API gets those instead of the text. ``min_tokens`` > 0 keeps the first
+    tokens from ending the step (neither the newline stop nor end-of-sequence count there): the
+    retry of an empty step. ``temperature`` overrides the engine's setting for this request.
+    """
+
     prompt: str
     question_id: str = ""
     step: int = 1
     final: bool = False  # the aggregation step: the output must close with the answer
+    messages: tuple[tuple[str, str], ...] | None = None  # (role, content) pairs
+    min_tokens: int = 0
+    temperature: float | None = None
 
 
 @dataclass(frozen=True)
 class Generation:
-    """One output sentence (the stop newline removed), its token count, or why it failed."""
+    """The raw continuation (the newline that stopped it removed), its token count, why it
+    stopped (``stop``: the step's newline; ``eos``: end of sequence; ``length``: max_tokens),
+    or why it failed (``error`` set, ``finish_reason`` 'error')."""
 
     text: str
     num_tokens: int = 0
     error: str | None = None
+    finish_reason: FinishReason = "stop"
+
+
+def failed(message: str) -> Generation:
+    """The result of a request that could not be generated (engine error, prompt too long)."""
+    return Generation("", 0, message, "error")
 
 
 @runtime_checkable
@@ -30,8 +58,3 @@ class Generator(Protocol):
         """Results in request order. A request that fails gets ``error`` set; the others are
         unaffected (one bad prompt never fails a batch)."""
         ...
-
-
-def first_line(text: str) -> str:
-    """A step is one line: keep what precedes the first newline."""
-    return text.split("\n", 1)[0].strip()

@@ -9,8 +9,15 @@ import uuid
 from collections.abc import Sequence
 
 from steper_ray.config import GeneratorConfig
-from steper_ray.reasoning.generators.protocol import Generation, GenRequest
-from steper_ray.reasoning.generators.vllm_engine import engine_kwargs, sampling_params, to_generation, too_long
+from steper_ray.reasoning.generators.protocol import Generation, GenRequest, failed
+from steper_ray.reasoning.generators.vllm_engine import (
+    engine_kwargs,
+    request_params,
+    sampling_params,
+    to_generation,
+    too_long,
+)
+from steper_ray.reasoning.prompts import encode_prompt
 
 log = logging.getLogger(__name__)
 
@@ -26,18 +33,20 @@ class AsyncVLLMGenerator:
         self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
         self.tokenizer = self.engine.get_tokenizer()
         self.max_model_len = cfg.max_model_len
+        self.cfg = cfg
         self.params = sampling_params(cfg.temperature, cfg.top_p, cfg.max_tokens, cfg.seed)
 
     async def generate_one(self, req: GenRequest) -> Generation:
-        ids = self.tokenizer(req.prompt).input_ids
+        ids = encode_prompt(self.tokenizer, req.prompt).input_ids
         if (error := too_long(ids, self.max_model_len)) is not None:
             return error
+        params = request_params(self.params, req, self.cfg.top_p, self.cfg.max_tokens, self.cfg.seed)
         last = None
         try:
-            async for out in self.engine.generate({"prompt_token_ids": ids}, self.params, uuid.uuid4().hex):
+            async for out in self.engine.generate({"prompt_token_ids": ids}, params, uuid.uuid4().hex):
                 last = out
         except Exception as exc:  # noqa: BLE001 - one failed request must not take the replica down
-            return Generation("", 0, f"engine error: {type(exc).__name__}: {exc}")
+            return failed(f"engine error: {type(exc).__name__}: {exc}")
         assert last is not None
         return to_generation(last)
 

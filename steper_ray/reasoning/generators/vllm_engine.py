@@ -6,8 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from steper_ray.reasoning.generators.protocol import Generation, GenRequest, first_line
-from steper_ray.reasoning.prompts import COMPLETION_END
+from steper_ray.reasoning.generators.protocol import Generation, GenRequest, failed
+from steper_ray.reasoning.prompts import COMPLETION_END, encode_prompt
 from steper_ray.reasoning.vllm_env import prepare_vllm
 
 log = logging.getLogger(__name__)
@@ -44,25 +44,37 @@ def engine_kwargs(model: str, tensor_parallel_size: int = 1, dtype: str = "auto"
     return kwargs
 
 
-def sampling_params(temperature: float, top_p: float, max_tokens: int, seed: int) -> Any:
-    """One step's sampling: stop at the end of the sentence line; seeded only when sampling."""
+def sampling_params(temperature: float, top_p: float, max_tokens: int, seed: int, min_tokens: int = 0) -> Any:
+    """One step's sampling: stop at the newline that ends the step; seeded only when sampling.
+    ``min_tokens``: vLLM neither stops on the newline nor on end-of-sequence within the first
+    ``min_tokens`` tokens (the retry of an empty step)."""
     from vllm import SamplingParams
 
-    return SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+    return SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, min_tokens=min_tokens,
                           stop=[COMPLETION_END], seed=seed if temperature > 0 else None)
+
+
+def request_params(default: Any, req: GenRequest, top_p: float, max_tokens: int, seed: int) -> Any:
+    """The engine's sampling parameters, or a copy with this request's retry overrides."""
+    if req.min_tokens == 0 and req.temperature is None:
+        return default
+    t = default.temperature if req.temperature is None else req.temperature
+    return sampling_params(t, top_p, max_tokens, seed, min(req.min_tokens, max_tokens))
 
 
 def too_long(prompt_ids: list[int], max_model_len: int) -> Generation | None:
     """The error result for a prompt the engine would reject (vLLM fails the whole batch for one)."""
     if len(prompt_ids) + 1 > max_model_len:
-        return Generation("", 0, f"prompt has {len(prompt_ids)} tokens, over max_model_len {max_model_len}")
+        return failed(f"prompt has {len(prompt_ids)} tokens, over max_model_len {max_model_len}")
     return None
 
 
 def to_generation(out: Any) -> Generation:
-    """A vLLM ``RequestOutput`` as the first line of its completion and its token count."""
+    """A vLLM ``RequestOutput`` as its raw completion, token count and finish reason: 'stop'
+    (the newline), 'eos' (end of sequence: vLLM's 'stop' with no stop string) or 'length'."""
     c = out.outputs[0]
-    return Generation(first_line(c.text), len(c.token_ids))
+    reason = "length" if c.finish_reason == "length" else ("stop" if c.stop_reason == COMPLETION_END else "eos")
+    return Generation(c.text, len(c.token_ids), None, reason)
 
 
 class VLLMGenerator:
@@ -91,33 +103,36 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = max_model_len
         self.max_tokens = max_tokens
+        self.top_p, self.seed = top_p, seed
         self.params = sampling_params(temperature, top_p, max_tokens, seed)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
         # Tokenise once: the ids both check the length and go to the engine as they are.
         prompts: list[dict[str, list[int]]] = []
+        params: list[Any] = []
         results: list[Generation | None] = [None] * len(requests)
         ok: list[int] = []
         for i, req in enumerate(requests):
-            ids = self.tokenizer(req.prompt).input_ids
+            ids = encode_prompt(self.tokenizer, req.prompt).input_ids
             if (error := too_long(ids, self.max_model_len)) is not None:
                 results[i] = error
             else:
                 ok.append(i)
                 prompts.append({"prompt_token_ids": ids})
+                params.append(request_params(self.params, req, self.top_p, self.max_tokens, self.seed))
         if ok:
             try:
-                outs = self.llm.generate(prompts, self.params, use_tqdm=False)
+                outs = self.llm.generate(prompts, params, use_tqdm=False)
                 gens = [to_generation(o) for o in outs]
             except Exception as exc:  # noqa: BLE001 - an engine error must not cost the batch
                 log.warning("vLLM batch failed (%s: %s); retrying request by request", type(exc).__name__, exc)
-                gens = [self._one(p) for p in prompts]
+                gens = [self._one(p, sp) for p, sp in zip(prompts, params)]
             for i, g in zip(ok, gens):
                 results[i] = g
         return [r for r in results if r is not None]
 
-    def _one(self, prompt: dict[str, list[int]]) -> Generation:
+    def _one(self, prompt: dict[str, list[int]], params: Any) -> Generation:
         try:
-            return to_generation(self.llm.generate([prompt], self.params, use_tqdm=False)[0])
+            return to_generation(self.llm.generate([prompt], params, use_tqdm=False)[0])
         except Exception as exc:  # noqa: BLE001
-            return Generation("", 0, f"engine error: {type(exc).__name__}: {exc}")
+            return failed(f"engine error: {type(exc).__name__}: {exc}")
