@@ -21,8 +21,8 @@ def load_passages(cfg: SteperConfig) -> tuple[list[Passage], list[BadRecord], di
     """The corpus named by ``cfg.index`` (dataset paragraphs or a corpus file)."""
     ix = cfg.index
     if ix.corpus:
-        passages, bad = read_corpus(ix.corpus)
-        return passages, bad, {"corpus": ix.corpus}
+        corpus = read_corpus(ix.corpus)
+        return corpus.passages, corpus.bad, {"corpus": ix.corpus, "read": corpus.summary()}
     if not ix.dataset:
         raise UserError("nothing to index: pass --dataset PATH or --corpus PATH "
                         "(or set index.dataset / index.corpus in the config)")
