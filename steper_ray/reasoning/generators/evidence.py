@@ -60,6 +60,9 @@ class EvidenceGenerator:
             if rec is None:
                 out.append(Generation("", 0, f"evidence teacher has no record for question {req.question_id!r}"))
                 continue
+            if not rec.answerable:  # its evidence is incomplete by design: no answer to write
+                out.append(Generation("", 0, f"question {req.question_id!r} is unanswerable (MuSiQue-Full)"))
+                continue
             text = self.step_text(rec, req.step, req.final)
             out.append(Generation(text, len(text.split())))
         return out
