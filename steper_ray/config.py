@@ -218,7 +218,8 @@ class FilterConfig(Section):
     match: Literal["em", "f1", "contains"] = Field(
         "em",
         description="Keep a trace when its answer matches a gold answer or alias by exact match "
-        "('em'), by F1 >= f1_threshold ('f1'), or by containing it ('contains').",
+        "('em'), by F1 >= f1_threshold ('f1'), or by containing it as whole words, a yes/no "
+        "gold exactly ('contains').",
     )
     f1_threshold: float = Field(0.8, gt=0, le=1, description="Threshold for match 'f1'.")
 
