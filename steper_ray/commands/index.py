@@ -57,6 +57,7 @@ def run_index(cfg: SteperConfig) -> dict[str, Any]:
         "kind": cfg.index.kind,
         "backend": cfg.index.bm25.backend if cfg.index.kind == "bm25" else cfg.index.dense.index_type,
         "passages": len(passages),
+        "warnings": list(getattr(retriever, "warnings", [])),
         "bad_records": len(bad),
         "bad_examples": [b.to_dict() for b in bad[:5]],
         **source,
