@@ -83,6 +83,20 @@ class _BM25sBackend:
         )
         return cls(model)
 
+    def check(self, num_passages: int) -> str | None:
+        """Why the loaded score matrix does not fit together (one pass over the arrays), or
+        None: a damaged file of the right size loads, then scores garbage or crashes numba."""
+        s = self.model.scores
+        data, indices, indptr = s["data"], s["indices"], s["indptr"]
+        if s["num_docs"] != num_passages:
+            return f"params.index.json says {s['num_docs']} documents, the index has {num_passages}"
+        if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(data) or len(indices) != len(data):
+            return "the score matrix arrays (data/indices/indptr) do not match in length"
+        if len(data) and (np.any(np.diff(indptr) < 0) or indices.min() < 0 or indices.max() >= num_passages
+                          or not np.isfinite(data).all()):
+            return "the score matrix holds out-of-range positions or non-finite scores"
+        return None
+
 
 class _RankBM25Backend:
     """rank_bm25's BM25Okapi with Lucene's idf, scaled to bm25s' (k1 + 1)-free tf term."""
@@ -202,16 +216,20 @@ class BM25Retriever:
             cfg = BM25Config(**manifest["bm25"])
         except Exception:  # a hand-edited manifest
             raise IndexLoadError(f"{root}/manifest.json has invalid bm25 settings; {rebuild_hint(root)}") from None
-        passages = load_passage_table(root)
+        passages = load_passage_table(root, manifest["num_passages"])
         try:
             backend = (
                 _BM25sBackend.load(root)
                 if cfg.backend == "bm25s"
                 else _RankBM25Backend.load(root, cfg)
             )
+            problem = backend.check(len(passages)) if isinstance(backend, _BM25sBackend) else None
         except (OSError, ValueError, KeyError, json.JSONDecodeError, pa.ArrowException) as exc:
             raise IndexLoadError(
                 f"BM25 index files in {root} cannot be read ({exc.__class__.__name__}: {exc}); "
                 f"{rebuild_hint(root)}"
             ) from None
+        if problem:
+            raise IndexLoadError(f"BM25 index files in {root / 'bm25s'} are corrupt ({problem}); "
+                                 f"{rebuild_hint(root)}")
         return cls(passages, backend, cfg)
