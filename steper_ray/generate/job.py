@@ -110,6 +110,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
     records, bad_rows = read_training_questions(cfg)
     store = PartStore(out)
     store.recover()
+    repaired = store.quarantine_damaged()  # their questions are not done: generated again
     done = store.done_ids()
     pending = [r for r in records if r.id not in done]
     new_bad = [row for row in bad_rows if row["question_id"] not in done]
@@ -174,6 +175,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
         "teacher": gcfg.teacher.kind,
         "questions_in": total,
         **store.totals(),
+        "repaired_parts": repaired,
         "this_run": {
             "questions": processed,
             "skipped_already_done": len(done),
