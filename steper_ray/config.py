@@ -89,6 +89,17 @@ class BM25Config(Section):
     stemmer: Literal["english", "none"] = Field(
         "english", description="Snowball stemmer applied to tokens (PyStemmer): 'english' or 'none'."
     )
+    tokenizer: Literal["word", "char_ngram"] = Field(
+        "word",
+        description="'word' (2+ character word tokens: for scripts with spaces between words) or "
+        "'char_ngram' (words as 'word' does, but overlapping character n-grams for runs of "
+        "scripts written without spaces: Chinese, Japanese, Thai; else each run is one token "
+        "and nothing matches).",
+    )
+    ngram_size: int = Field(
+        2, ge=1, le=4, description="Characters per n-gram with tokenizer 'char_ngram' (2: bigrams, "
+        "as Lucene's CJK analyser)."
+    )
 
 
 class DenseConfig(Section):
@@ -251,7 +262,8 @@ class FilterConfig(Section):
     match: Literal["em", "f1", "contains"] = Field(
         "em",
         description="Keep a trace when its answer matches a gold answer or alias by exact match "
-        "('em'), by F1 >= f1_threshold ('f1'), or by containing it ('contains').",
+        "('em'), by F1 >= f1_threshold ('f1'), or by containing it as whole words, a yes/no "
+        "gold exactly ('contains').",
     )
     f1_threshold: float = Field(0.8, gt=0, le=1, description="Threshold for match 'f1'.")
 

@@ -163,7 +163,7 @@ def run_retrieval_bench(
     dense_rows: dict[str, Any] = {}
     encoder = None
     for name, path in files.items():
-        records = [r for r in read_dataset(path).records if r.passages]
+        records = [r for r in read_dataset(path).records if r.passages and r.answerable]
         passages = extract_corpus(records)
         all_passages += passages
         queries = [r.question for r in records]

@@ -21,8 +21,8 @@ def load_passages(cfg: SteperConfig) -> tuple[list[Passage], list[BadRecord], di
     """The corpus named by ``cfg.index`` (dataset paragraphs or a corpus file)."""
     ix = cfg.index
     if ix.corpus:
-        passages, bad = read_corpus(ix.corpus)
-        return passages, bad, {"corpus": ix.corpus}
+        corpus = read_corpus(ix.corpus)
+        return corpus.passages, corpus.bad, {"corpus": ix.corpus, "read": corpus.summary()}
     if not ix.dataset:
         raise UserError("nothing to index: pass --dataset PATH or --corpus PATH "
                         "(or set index.dataset / index.corpus in the config)")
@@ -57,6 +57,7 @@ def run_index(cfg: SteperConfig) -> dict[str, Any]:
         "kind": cfg.index.kind,
         "backend": cfg.index.bm25.backend if cfg.index.kind == "bm25" else cfg.index.dense.index_type,
         "passages": len(passages),
+        "warnings": list(getattr(retriever, "warnings", [])),
         "bad_records": len(bad),
         "bad_examples": [b.to_dict() for b in bad[:5]],
         **source,

@@ -38,7 +38,8 @@ def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     cutoffs = sorted(cfg.retrieval.recall_at)
     metrics = {}
     for spec in cfg.data.dev:
-        records = read_dataset(spec.path, spec.format, spec.limit, name=spec.name).records
+        read = read_dataset(spec.path, spec.format, spec.limit, name=spec.name).records
+        records = [r for r in read if r.answerable]  # MuSiQue-Full: support scored on answerable only
         retriever = load_index(index_dir / spec.name)
         hits = retriever.search([r.question for r in records], max(cutoffs))
         rows = []
@@ -50,6 +51,7 @@ def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
         recall = mean_recall_at([r["hits"] for r in rows], [r["gold_ids"] for r in rows], cutoffs)
         metrics[spec.name] = {
             "questions": len(rows),
+            "unanswerable_not_scored": len(read) - len(records),
             **{f"recall@{k}": round(v or 0.0, 4) for k, v in recall.items()},
         }
     return {"metrics": metrics}

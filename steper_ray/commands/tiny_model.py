@@ -14,8 +14,7 @@ def tokenizer_texts(cfg: SteperConfig, dataset: str | None = None, corpus: str |
     """Text to train the tokenizer on: questions, answers and paragraphs, so prompts tokenise
     into few tokens. Default: every dataset in the config (the bundled samples)."""
     if corpus:
-        passages, _ = read_corpus(corpus)
-        return [f"{p.title}\n{p.text}" for p in passages]
+        return [f"{p.title}\n{p.text}" for p in read_corpus(corpus).passages]
     specs = [dataset] if dataset else [s.path for s in (*cfg.data.train, *cfg.data.dev)]
     texts: list[str] = []
     for path in specs:

@@ -1,11 +1,12 @@
 """Dataset readers, question records and corpus extraction."""
 
-from steper_ray.data.corpus import extract_corpus, passage_id, read_corpus
+from steper_ray.data.corpus import CorpusRead, extract_corpus, passage_id, read_corpus
 from steper_ray.data.readers import read_dataset
 from steper_ray.data.records import BadRecord, Passage, QuestionRecord, ReadResult
 
 __all__ = [
     "BadRecord",
+    "CorpusRead",
     "Passage",
     "QuestionRecord",
     "ReadResult",

@@ -1,18 +1,27 @@
-"""Corpus extraction (pooled question paragraphs) and corpus files, deduplicated on title+text."""
+"""Corpus extraction (pooled question paragraphs, deduplicated on title + text) and corpus
+files, where a given passage id is the passage's key."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from steper_ray.data.paths import resolve_data_path
 from steper_ray.data.readers import iter_json_records
 from steper_ray.data.records import BadRecord, Passage, QuestionRecord, passage_id
+from steper_ray.data.textfile import first_char, iter_lines, read_text
 from steper_ray.errors import DataError
 
-__all__ = ["extract_corpus", "passage_id", "read_corpus"]
+__all__ = ["CorpusRead", "extract_corpus", "passage_id", "read_corpus"]
+
+log = logging.getLogger(__name__)
+
+_TEXT_KEYS = ("text", "contents", "paragraph_text")
 
 
 def _dedup(passages: Iterable[Passage]) -> list[Passage]:
@@ -27,15 +36,37 @@ def _dedup(passages: Iterable[Passage]) -> list[Passage]:
 
 
 def extract_corpus(records: Iterable[QuestionRecord]) -> list[Passage]:
-    """Pool every question's paragraphs, first occurrence first, duplicates removed."""
+    """Pool every question's paragraphs, first occurrence first, duplicates removed (their ids
+    come from title + text, so a duplicate is the same passage under the same id)."""
     return _dedup(p for r in records for p in r.passages)
 
 
-def _corpus_entry(item: Any) -> Passage:
+@dataclass
+class CorpusRead:
+    """A corpus file read: its passages (unique ids), bad entries, and what was merged."""
+
+    passages: list[Passage]
+    bad: list[BadRecord]
+    merged: int = 0  # entries without an id identical (title + text) to an earlier one
+    same_text: int = 0  # passages kept under their own id whose title + text repeat another's
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for the index summary: passages, bad entries by reason, merged and shared text."""
+        return {
+            "passages": len(self.passages),
+            "bad": len(self.bad),
+            "bad_reasons": dict(Counter(b.reason for b in self.bad)),
+            "merged_identical_without_id": self.merged,
+            "same_text_under_other_ids": self.same_text,
+        }
+
+
+def _corpus_entry(item: Any) -> tuple[Passage, bool]:
+    """A passage and whether its id was given (else it is derived from title + text)."""
     if not isinstance(item, dict):
         raise ValueError(f"entry is a JSON {type(item).__name__}, not an object")
     title = item.get("title", "")
-    text = item.get("text", item.get("contents", item.get("paragraph_text")))
+    text = next((item[k] for k in _TEXT_KEYS if k in item), None)
     if not isinstance(title, str):
         raise ValueError("field 'title' is not a string")
     if isinstance(text, list):
@@ -43,44 +74,92 @@ def _corpus_entry(item: Any) -> Passage:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("field 'text' is missing or empty")
     pid = item.get("id")
-    pid = str(pid) if pid is not None else passage_id(title, text.strip())
-    return Passage(pid, title, text.strip())
+    if pid is None:
+        return Passage(passage_id(title, text.strip()), title, text.strip()), False
+    if isinstance(pid, bool) or not isinstance(pid, (str, int)) or not str(pid).strip():
+        raise ValueError("field 'id' is not a non-empty string or integer")
+    return Passage(str(pid), title, text.strip()), True
 
 
-def read_corpus(path: str | Path) -> tuple[list[Passage], list[BadRecord]]:
-    """Read a corpus file: JSONL or JSON list of ``{id?, title, text}``, or a JSON dict
-    ``title -> sentences``. Ids are kept when given, else derived from title+text."""
+def _is_title_dict(data: Any) -> bool:
+    """``{title: sentences}``, not a single ``{title, text}`` entry."""
+    return isinstance(data, dict) and not any(k in data for k in _TEXT_KEYS)
+
+
+def _title_dict_entries(file: Path, source: str) -> list[tuple[int, Any, str | None]] | None:
+    """The entries of a JSON ``title -> sentences`` document, or None for a JSON Lines file."""
+    if first_char(file, source) != "{":
+        return None
+    first = next(iter_lines(file, source))
+    try:
+        obj = json.loads(first.text) if first.text is not None else None
+    except json.JSONDecodeError:
+        obj = None  # a JSON document over several lines
+    if obj is not None and not _is_title_dict(obj):
+        return None  # JSON Lines of {id?, title, text}
+    if first.text is None:
+        return None  # a broken first line of a JSON Lines file: counted there
+    try:
+        data = json.loads(read_text(file, source))
+    except json.JSONDecodeError as exc:
+        if obj is None:
+            raise DataError(f"{source} starts like a JSON document but is not valid JSON ({exc}); "
+                            "fix the file, or write one {id?, title, text} object per line") from None
+        return None  # several one-line objects: JSON Lines, each entry judged on its own
+    if not _is_title_dict(data):
+        return None
+    return [(i, {"title": title, "text": sents}, None) for i, (title, sents) in enumerate(data.items(), start=1)]
+
+
+def read_corpus(path: str | Path) -> CorpusRead:
+    """Read a corpus file: JSON Lines or a JSON list of ``{id?, title, text}``, or a JSON dict
+    ``title -> sentences``; gzip, a BOM and CRLF line ends are fine (``data.textfile``).
+
+    A given id is the passage's key: a repeated id is a bad entry (the first is kept), and a
+    passage whose text repeats another's under its own id is kept (and counted). Entries
+    without an id get one from title + text, so identical ones merge (counted). Raises
+    DataError when the file is unreadable or holds no usable passage.
+    """
     file = resolve_data_path(path)
-    with file.open(encoding="utf-8") as fh:
-        first = fh.read(4096).lstrip()[:1]
+    source = str(path)
+    entries = _title_dict_entries(file, source)
+    items = entries if entries is not None else iter_json_records(file, source)
     passages: list[Passage] = []
     bad: list[BadRecord] = []
-    if first == "{":
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            data = None  # JSON Lines: one object per line
-        if isinstance(data, dict) and not {"title", "text"} <= set(data):
-            for i, (title, sents) in enumerate(data.items(), start=1):
-                try:
-                    passages.append(_corpus_entry({"title": title, "text": sents}))
-                except ValueError as exc:
-                    bad.append(BadRecord(str(path), i, title, str(exc)))
-            return _checked(path, passages, bad)
-    for line, item, error in iter_json_records(file):
+    seen: set[str] = set()
+    by_content: dict[tuple[str, str], str] = {}
+    merged = same_text = 0
+    for line, item, error in items:
+        rid = item.get("id") if isinstance(item, dict) else None
+        rid = str(rid) if rid is not None else (item.get("title") if entries is not None else None)
         if error is None:
             try:
-                passages.append(_corpus_entry(item))
-                continue
+                passage, given = _corpus_entry(item)
             except ValueError as exc:
                 error = str(exc)
-        rid = item.get("id") if isinstance(item, dict) else None
-        bad.append(BadRecord(str(path), line, rid, error))
-    return _checked(path, passages, bad)
-
-
-def _checked(path: str | Path, passages: list[Passage], bad: list[BadRecord]) -> tuple[list[Passage], list[BadRecord]]:
+            else:
+                if passage.id in seen:
+                    if given:
+                        error = "duplicate id (the first entry with it is kept)"
+                    else:
+                        merged += 1
+                        continue
+                else:
+                    seen.add(passage.id)
+                    key = (passage.title, passage.text)
+                    if key in by_content:
+                        same_text += 1
+                    else:
+                        by_content[key] = passage.id
+                    passages.append(passage)
+                    continue
+        bad.append(BadRecord(source, line, rid, error))
     if not passages:
-        raise DataError(f"{path} holds no usable passages ({len(bad)} bad entries); expected "
-                        "JSONL of {title, text} or a JSON dict title -> sentences")
-    return _dedup(passages), bad
+        raise DataError(f"{source} holds no usable passages ({len(bad)} bad entries); expected "
+                        "JSONL of {id?, title, text} or a JSON dict title -> sentences")
+    result = CorpusRead(passages, bad, merged, same_text)
+    if bad or merged or same_text:
+        log.warning("%s: %d passage(s); %d bad entr(y/ies) %s; %d identical entries without id "
+                    "merged; %d passage(s) repeat another's text under their own id (kept)",
+                    source, len(passages), len(bad), result.summary()["bad_reasons"], merged, same_text)
+    return result

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from steper_ray.data.paths import resolve_data_path
-from steper_ray.data.records import BadRecord, Passage, QuestionRecord, ReadResult
+from steper_ray.data.records import (
+    UNANSWERABLE_SUFFIX,
+    BadRecord,
+    Passage,
+    QuestionRecord,
+    ReadResult,
+    missing_passage_id,
+)
+from steper_ray.data.textfile import first_char, iter_lines, read_text
 from steper_ray.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -26,29 +34,35 @@ class RecordError(ValueError):
     """Why one record is unusable; becomes a BadRecord."""
 
 
-def iter_json_records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (line, record, error) from a JSON list or a JSON Lines file."""
-    with path.open("r", encoding="utf-8") as fh:
-        head = fh.read(4096).lstrip()
-        fh.seek(0)
-        if head.startswith("["):
-            try:
-                items = json.load(fh)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{path} starts like a JSON list but is not valid JSON ({exc}); "
-                    "fix the file or convert it to JSON Lines so bad records can be skipped"
-                ) from None
-            for i, item in enumerate(items, start=1):
-                yield i, item, None
-            return
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line), None
-            except json.JSONDecodeError as exc:
-                yield lineno, None, f"invalid JSON: {exc.msg}"
+def iter_json_records(path: Path, source: str | None = None) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield (line, record, error) from a JSON list or a JSON Lines file.
+
+    The file is opened by ``steper_ray.data.textfile`` (gzip, BOM, line ends, encodings): a
+    JSON Lines line that is not UTF-8 or not JSON is yielded with its error. Raises DataError
+    for an empty file, a file in another encoding or a JSON list that does not parse.
+    """
+    source = source or str(path)
+    if first_char(path, source) == "[":
+        try:
+            items = json.loads(read_text(path, source))
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{source} starts like a JSON list but is not valid JSON ({exc}); "
+                "fix the file or convert it to JSON Lines so bad records can be skipped"
+            ) from None
+        if not isinstance(items, list):
+            raise DataError(f"{source} is a JSON {type(items).__name__}, not a list of records")
+        for i, item in enumerate(items, start=1):
+            yield i, item, None
+        return
+    for line in iter_lines(path, source):
+        if line.text is None:
+            yield line.number, None, line.error
+            continue
+        try:
+            yield line.number, json.loads(line.text), None
+        except json.JSONDecodeError as exc:
+            yield line.number, None, f"invalid JSON: {exc.msg}"
 
 
 def detect_format(record: dict[str, Any]) -> str | None:
@@ -127,7 +141,14 @@ def _parse_context_format(rec: dict[str, Any], dataset: str) -> QuestionRecord:
         facts.append((sf[0], int(sf[1])))
     gold_titles = {t for t, _ in facts}
     gold_ids = [p.id for p in passages if p.title in gold_titles]
+    # Fullwiki files name gold paragraphs that are not in `context`: they stay gold (under a
+    # placeholder id no index holds), so recall counts them as misses instead of ignoring them.
+    present = {p.title for p in passages}
+    missing = [t for t in dict.fromkeys(t for t, _ in facts) if t not in present]
+    gold_ids += [missing_passage_id(t) for t in missing]
     meta = {k: rec[k] for k in ("type", "level", "evidences") if k in rec}
+    if missing:
+        meta["missing_gold_titles"] = missing
     by_title = {item[0]: item[1] for item in context}
     # The supporting sentences in annotation order: the evidence teacher's reasoning steps.
     meta["support_sentences"] = [
@@ -156,7 +177,15 @@ def _parse_2wiki(rec: dict[str, Any]) -> QuestionRecord:
 
 
 def _parse_musique(rec: dict[str, Any]) -> QuestionRecord:
+    """MuSiQue-Ans and MuSiQue-Full. Full has each question twice under one id, an answerable
+    and an unanswerable twin (``answerable: false``, supporting paragraphs removed); the
+    unanswerable twin gets UNANSWERABLE_SUFFIX on its id, so the twins are two records."""
     qid = _text(rec, "id", "_id")
+    answerable = rec.get("answerable", True)
+    if not isinstance(answerable, bool):
+        raise RecordError("field 'answerable' is not true or false")
+    if not answerable:
+        qid += UNANSWERABLE_SUFFIX
     question = _text(rec, "question")
     answer = _text(rec, "answer")
     paragraphs = _list(rec, "paragraphs")
@@ -190,7 +219,7 @@ def _parse_musique(rec: dict[str, Any]) -> QuestionRecord:
         gold_ids=list(dict.fromkeys(gold_ids)),
         passages=passages,
         decomposition=decomposition,
-        meta={"answerable": rec.get("answerable", True)},
+        meta={"answerable": answerable},
     )
 
 
@@ -270,7 +299,7 @@ def read_dataset(
                 error = f"unexpected structure ({exc.__class__.__name__}: {exc})"
         bad.append(BadRecord(source, line, rid, error))
 
-    for line, rec, error in iter_json_records(file):
+    for line, rec, error in iter_json_records(file, source):
         if limit is not None and len(records) >= limit:
             break
         if fmt is None:
@@ -286,11 +315,7 @@ def read_dataset(
             pending.clear()
         handle(line, rec, error)
     if fmt is None:
-        keys = sorted(pending[0][1]) if pending and isinstance(pending[0][1], dict) else []
-        raise DataError(
-            f"cannot detect the format of {source} (first record keys: {keys}); "
-            f"pass --format with one of {', '.join(FORMATS)}"
-        )
+        raise _undetected(source, pending)
     if limit is not None:
         records = records[:limit]
     result = ReadResult(records=records, bad=bad, format=fmt, source=source)
@@ -302,4 +327,31 @@ def read_dataset(
             len(bad) + len(records),
             result.bad_reasons(),
         )
+    missing = result.missing_gold()
+    if missing["paragraphs"]:
+        log.warning(
+            "%s: %d gold paragraph(s) of %d question(s) named in supporting_facts are not in the "
+            "question's context (the fullwiki setting?); they stay gold and count as misses in "
+            "recall",
+            source, missing["paragraphs"], missing["questions"],
+        )
     return result
+
+
+def _undetected(source: str, pending: list[tuple[int, Any, str | None]]) -> DataError:
+    """Why the format of a file could not be detected, from the records read so far."""
+    if not pending:
+        return DataError(f"{source} holds an empty JSON list: there are no records to read")
+    objects = [rec for _, rec, _ in pending if isinstance(rec, dict)]
+    if not objects:
+        line, rec, error = pending[0]
+        why = error or f"a JSON {type(rec).__name__}"
+        return DataError(
+            f"cannot detect the format of {source}: none of its first {len(pending)} record(s) "
+            f"is a JSON object (line {line}: {why}); check the file, or pass --format with one "
+            f"of {', '.join(FORMATS)} to count each bad record and go on"
+        )
+    return DataError(
+        f"cannot detect the format of {source} (first record keys: {sorted(objects[0])}); "
+        f"pass --format with one of {', '.join(FORMATS)}"
+    )

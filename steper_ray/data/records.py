@@ -14,6 +14,16 @@ def passage_id(title: str, text: str) -> str:
     return f"p{digest[:16]}"
 
 
+def missing_passage_id(title: str) -> str:
+    """Gold id of a paragraph a question names as gold but its file does not hold (HotpotQA
+    fullwiki): no index has it, so it counts as a miss in recall rather than vanishing."""
+    return f"missing:{title}"
+
+
+# Appended to the id of a MuSiQue-Full unanswerable twin: its answerable twin has the same id.
+UNANSWERABLE_SUFFIX = "::unanswerable"
+
+
 @dataclass(frozen=True)
 class Passage:
     id: str
@@ -38,6 +48,11 @@ class QuestionRecord:
     supporting_facts: list[tuple[str, int]] = field(default_factory=list)  # (title, sentence idx)
     decomposition: list[dict[str, Any]] = field(default_factory=list)  # MuSiQue sub-questions
     meta: dict[str, Any] = field(default_factory=dict)  # type, level, evidences, ...
+
+    @property
+    def answerable(self) -> bool:
+        """False for a MuSiQue-Full unanswerable twin: never a training trace, never scored."""
+        return bool(self.meta.get("answerable", True))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> QuestionRecord:
@@ -90,6 +105,11 @@ class ReadResult:
     def bad_reasons(self) -> dict[str, int]:
         return dict(Counter(b.reason for b in self.bad))
 
+    def missing_gold(self) -> dict[str, int]:
+        """Gold paragraphs named by a question but absent from its file, and their questions."""
+        counts = [len(r.meta.get("missing_gold_titles", [])) for r in self.records]
+        return {"questions": sum(1 for c in counts if c), "paragraphs": sum(counts)}
+
     def summary(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -97,4 +117,6 @@ class ReadResult:
             "good": len(self.records),
             "bad": len(self.bad),
             "bad_reasons": self.bad_reasons(),
+            "unanswerable": sum(not r.answerable for r in self.records),
+            "missing_gold": self.missing_gold(),
         }

@@ -54,10 +54,14 @@ def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
     model = resolved(ecfg.model or trained_student(cfg, "evaluate.model"))
     records: dict[str, list[QuestionRecord]] = {}
     bad: dict[str, int] = {}
+    unanswerable: dict[str, int] = {}
     for spec in cfg.data.dev:
         result = read_dataset(spec.path, spec.format, ecfg.limit or spec.limit, name=spec.name)
-        records[spec.name] = [r for r in result.records if r.answers]
-        bad[spec.name] = len(result.bad) + len(result.records) - len(records[spec.name])
+        # As the official MuSiQue scorer: answers are scored on answerable questions only; the
+        # unanswerable twins (no answerability is predicted here) are counted apart.
+        unanswerable[spec.name] = sum(not r.answerable for r in result.records)
+        records[spec.name] = [r for r in result.records if r.answers and r.answerable]
+        bad[spec.name] = len(result.bad) + len(result.records) - len(records[spec.name]) - unanswerable[spec.name]
     total = sum(len(v) for v in records.values())
     if total == 0:
         raise UserError("the dev sets have no questions with gold answers to evaluate; check data.dev")
@@ -103,7 +107,8 @@ def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
         rows = [rows_by_dataset[name][r.id] for r in recs if r.id in rows_by_dataset[name]]
         with (out / "predictions" / f"{name}.jsonl").open("w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
-        metrics[name] = {**dataset_metrics(rows), "skipped_records": bad[name]}
+        metrics[name] = {**dataset_metrics(rows), "skipped_records": bad[name],
+                         "unanswerable_not_scored": unanswerable[name]}
     tokens = sum(r["num_tokens"] for rows in rows_by_dataset.values() for r in rows.values())
     summary = {
         "command": "evaluate",

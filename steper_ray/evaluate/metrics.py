@@ -35,20 +35,36 @@ def _f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def contains_answer(prediction: str, gold: str) -> bool:
+    """Whether the normalised gold appears in the normalised prediction as whole words.
+
+    Both sides get ``normalize_answer`` (SQuAD/HotpotQA), then the gold's token sequence must
+    occur in the prediction's on token boundaries: "no" is not in "Norway", "York" is in "New
+    York City". An empty gold is never contained.
+    """
+    gold_n = normalize_answer(gold)
+    return bool(gold_n) and f" {gold_n} " in f" {normalize_answer(prediction)} "
+
+
+def is_yes_no(answer: str) -> bool:
+    """A yes/no answer after normalisation (HotpotQA comparison questions)."""
+    return normalize_answer(answer) in ("yes", "no")
+
+
 def answer_scores(prediction: str, golds: list[str]) -> dict[str, float]:
-    """EM, F1 and Acc (normalised gold contained in normalised prediction), max over golds."""
+    """EM, F1 and Acc of one prediction, each the maximum over the golds (answer then aliases).
+
+    EM and F1 follow the official HotpotQA evaluation (SQuAD normalisation; F1 is 0 when either
+    side is yes/no/noanswer and they differ). Acc (the StepER paper's accuracy) is 1 when a
+    normalised gold is contained in the normalised prediction as whole words
+    (``contains_answer``). Raises ValueError without golds.
+    """
     if not golds:
         raise ValueError("answer_scores needs at least one gold answer")
     pred_n = normalize_answer(prediction)
     em = max(float(pred_n == normalize_answer(g)) for g in golds)
     f1 = max(_f1(prediction, g) for g in golds)
-    acc = 0.0
-    for g in golds:
-        g_n = normalize_answer(g)
-        # Substring test on token boundaries would be stricter; the paper's Acc is containment.
-        if g_n and g_n in pred_n:
-            acc = 1.0
-            break
+    acc = max(float(contains_answer(prediction, g)) for g in golds)
     return {"em": em, "f1": f1, "acc": acc}
 
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from steper_ray.config import FilterConfig
-from steper_ray.evaluate.metrics import answer_scores, normalize_answer
+from steper_ray.evaluate.metrics import (
+    answer_scores,
+    contains_answer,
+    is_yes_no,
+    normalize_answer,
+)
 from steper_ray.reasoning.loop import Trace
 
 
@@ -27,8 +32,18 @@ def drop_reason(trace: Trace, golds: list[str], cfg: FilterConfig) -> str | None
     elif cfg.match == "f1":
         ok = scores["f1"] >= cfg.f1_threshold
     else:
-        ok = scores["acc"] == 1.0 and bool(normalize_answer(trace.answer))
+        ok = contains_match(trace.answer, golds)
     return None if ok else f"wrong answer ({cfg.match})"
+
+
+def contains_match(answer: str, golds: list[str]) -> bool:
+    """The `contains` filter: a gold as whole words in the answer (``contains_answer``), except
+    that a yes/no gold needs exactly that answer ("no, it is not" or "yes or no" would
+    otherwise pass for a one-word gold)."""
+    return any(
+        normalize_answer(answer) == normalize_answer(g) if is_yes_no(g) else contains_answer(answer, g)
+        for g in golds
+    )
 
 
 def reason_kind(reason: str) -> str:

@@ -31,8 +31,13 @@ from steper_ray.summary import write_summary
 log = logging.getLogger(__name__)
 
 
+# The drop reason of a MuSiQue-Full unanswerable twin (reason kind 'unanswerable').
+UNANSWERABLE = "unanswerable: MuSiQue-Full twin with its supporting paragraphs removed, not a training question"
+
+
 def read_training_questions(cfg: SteperConfig) -> tuple[list[QuestionRecord], list[dict[str, Any]]]:
-    """Good records of every training dataset, and one error row per bad record."""
+    """Good records of every training dataset, and one dropped row per bad record and per
+    unanswerable record (MuSiQue-Full), so every input question is in the traces once."""
     records: list[QuestionRecord] = []
     bad_rows: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -44,6 +49,10 @@ def read_training_questions(cfg: SteperConfig) -> tuple[list[QuestionRecord], li
                                           "bad record: duplicate id across datasets"))
                 continue
             seen.add(rec.id)
+            if not rec.answerable:  # a MuSiQue-Full twin without its evidence: never a trace
+                bad_rows.append({**error_row(rec.id, spec.name, rec.question, rec.answers, UNANSWERABLE),
+                                 "error": None})
+                continue
             records.append(rec)
         for b in result.bad:
             qid = b.record_id or f"{b.source}:{b.line}"
@@ -108,6 +117,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
         records = [r for r in records if r.id not in held_out]  # a demonstration is never generated
     store = PartStore(out)
     store.recover()
+    repaired = store.quarantine_damaged()  # their questions are not done: generated again
     done = store.done_ids()
     pending = [r for r in records if r.id not in done]
     new_bad = [row for row in bad_rows if row["question_id"] not in done]
@@ -176,6 +186,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
         "demos": demo_info,
         "held_out_for_demos": len(held_out),
         **store.totals(),
+        "repaired_parts": repaired,
         "this_run": {
             "questions": processed,
             "skipped_already_done": len(done),

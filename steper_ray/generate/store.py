@@ -2,9 +2,10 @@
 
 Each batch is written as ``examples/part-N.parquet`` then ``traces/part-N.parquet``, each via a
 temporary file and an atomic rename. A traces part is the commit record: the questions in it
-are done. On restart, temporary files and examples parts without their traces part are removed
-and done questions are skipped, so after any crash and rerun every input question is in the
-traces exactly once and its examples exactly once.
+are done. On restart, temporary files and examples parts without their traces part are removed,
+parts that do not read back whole (a file cut short, a damaged column) are moved to
+``damaged/`` with their pair, and done questions are skipped, so after any crash and rerun
+every input question is in the traces exactly once and its examples exactly once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from steper_ray.errors import UserError
 from steper_ray.generate.filter import reason_kind
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,9 @@ EXAMPLE_SCHEMA = pa.schema([
     ("question", pa.string()), ("passages", pa.list_(PASSAGE_TYPE)), ("reasoning", pa.list_(pa.string())),
 ])
 _PART = re.compile(r"^part-(\d+)-([0-9a-f]+)\.parquet$")
+# Columns this store and training read from every part: a part without them is unusable.
+_REQUIRED = {"traces": ("question_id", "dataset", "kept", "drop_reason", "num_tokens"),
+             "examples": ("id", "question_id", "task")}
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
@@ -56,6 +61,38 @@ def _atomic_write(table: pa.Table, path: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     tmp.replace(path)
+
+
+def part_problem(path: Path, required: tuple[str, ...]) -> str | None:
+    """Why a written part cannot be used, or None: the footer parses, every column of every row
+    group decodes, the rows read are the rows the footer declares, the ``required`` columns
+    exist. (A file cut short loses its footer; one damaged inside fails to decode.)"""
+    if not path.is_file():
+        return "is missing"
+    try:
+        pf = pq.ParquetFile(path)
+        declared = pf.metadata.num_rows
+        table = pf.read()
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else ""
+        return f"cannot be read ({exc.__class__.__name__}: {detail})"
+    if table.num_rows != declared:
+        return f"has {table.num_rows} readable rows, its footer declares {declared}"
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        return f"lacks column(s) {missing}"
+    return None
+
+
+def _pair_problem(traces: Path, examples: Path) -> str | None:
+    """Whether an examples part holds exactly the kept questions of its traces part."""
+    t = pq.read_table(traces, columns=["question_id", "kept"])
+    kept = {q for q, k in zip(t.column("question_id").to_pylist(), t.column("kept").to_pylist()) if k}
+    with_examples = set(pq.read_table(examples, columns=["question_id"]).column("question_id").to_pylist())
+    if with_examples != kept:
+        return (f"examples part {examples.name} covers {len(with_examples)} question(s), its traces "
+                f"part keeps {len(kept)}")
+    return None
 
 
 class PartStore:
@@ -84,6 +121,41 @@ class PartStore:
         if removed:
             log.info("removed %d file(s) left by an interrupted run", removed)
         return removed
+
+    def quarantine_damaged(self) -> list[dict[str, str]]:
+        """Check every committed part (traces and its examples) whole; move each damaged pair
+        to ``damaged/`` so its questions count as not done and are generated again.
+
+        Returns one ``{"part", "file", "problem"}`` per pair moved, for the summary. Raises
+        UserError naming the file when a damaged part cannot be moved aside.
+        """
+        moved = []
+        for name in [n for n in self._names(self.traces) if _PART.match(n)]:
+            tpath, epath = self.traces / name, self.examples / name
+            problem = part_problem(tpath, _REQUIRED["traces"])
+            file = tpath
+            if problem is None:
+                problem, file = part_problem(epath, _REQUIRED["examples"]), epath
+            if problem is None:
+                problem, file = _pair_problem(tpath, epath), epath
+            if problem is None:
+                continue
+            log.warning("%s %s: moving it and its pair to %s; its questions are generated again",
+                        file, problem, self.out / "damaged")
+            for path in (tpath, epath):
+                if not path.exists():
+                    continue
+                dest = self.out / "damaged" / path.parent.name / name
+                try:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    path.replace(dest)
+                except OSError as exc:
+                    raise UserError(
+                        f"{file} {problem}, and it cannot be moved aside ({exc}); delete {tpath} and "
+                        f"{epath} and rerun: their questions are then generated again"
+                    ) from None
+            moved.append({"part": name, "file": str(file), "problem": problem})
+        return moved
 
     def done_ids(self) -> set[str]:
         parts = [self.traces / n for n in self._names(self.traces) if _PART.match(n)]

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from steper_ray.config import BM25Config
 from steper_ray.data.records import Passage
 from steper_ray.errors import IndexLoadError
+from steper_ray.retrieval.bm25s_jit import cache_compiled_scorer
 from steper_ray.retrieval.protocol import Hit
 from steper_ray.retrieval.store import (
     PASSAGES,
@@ -30,18 +31,21 @@ from steper_ray.retrieval.store import (
     rebuild_hint,
     write_manifest,
 )
-from steper_ray.retrieval.tokenize import BM25Tokenizer, corpus_texts
+from steper_ray.retrieval.tokenize import BM25Tokenizer, corpus_texts, long_run_share
 
 log = logging.getLogger(__name__)
 
 
 def _scorer() -> str:
-    """bm25s' numba scorer is ~50x faster than its numpy one at 100k passages; fall back loudly."""
+    """bm25s' numba scorer is ~50x faster than its numpy one at 100k passages; fall back loudly.
+    Its compiled code is cached on disk (``bm25s_jit``), so only a machine's first process
+    pays the ~10 s compile."""
     try:
         import numba  # noqa: F401
     except ImportError:
         log.warning("numba is not importable: bm25s falls back to its much slower numpy scorer")
         return "numpy"
+    cache_compiled_scorer()
     return "numba"
 
 
@@ -78,6 +82,20 @@ class _BM25sBackend:
             str(root / "bm25s"), mmap=True, show_progress=False, backend=_scorer()
         )
         return cls(model)
+
+    def check(self, num_passages: int) -> str | None:
+        """Why the loaded score matrix does not fit together (one pass over the arrays), or
+        None: a damaged file of the right size loads, then scores garbage or crashes numba."""
+        s = self.model.scores
+        data, indices, indptr = s["data"], s["indices"], s["indptr"]
+        if s["num_docs"] != num_passages:
+            return f"params.index.json says {s['num_docs']} documents, the index has {num_passages}"
+        if len(indptr) == 0 or indptr[0] != 0 or indptr[-1] != len(data) or len(indices) != len(data):
+            return "the score matrix arrays (data/indices/indptr) do not match in length"
+        if len(data) and (np.any(np.diff(indptr) < 0) or indices.min() < 0 or indices.max() >= num_passages
+                          or not np.isfinite(data).all()):
+            return "the score matrix holds out-of-range positions or non-finite scores"
+        return None
 
 
 class _RankBM25Backend:
@@ -124,14 +142,38 @@ class _RankBM25Backend:
         return cls(tokens, cfg)
 
 
+def tokenizer_for(cfg: BM25Config) -> BM25Tokenizer:
+    """The tokenizer a BM25 index uses for its passages and its queries alike."""
+    return BM25Tokenizer(cfg.stopwords, cfg.stemmer, cfg.tokenizer, cfg.ngram_size)
+
+
+# Warn when at least this share of passages is mostly very long unspaced-script tokens.
+LONG_RUN_WARN_SHARE = 0.2
+
+
+def unspaced_warning(tokens: list[list[str]], cfg: BM25Config) -> str | None:
+    """The index-time warning for text in a script written without spaces, or None."""
+    if cfg.tokenizer != "word":
+        return None
+    share = long_run_share(tokens)
+    if share < LONG_RUN_WARN_SHARE:
+        return None
+    return (f"{share:.0%} of the passages tokenise into a few very long tokens (runs of a script "
+            "written without spaces, such as Chinese or Japanese): BM25 scores them 0 for nearly "
+            "every query and returns an arbitrary list. Rebuild with "
+            "index.bm25.tokenizer=char_ngram, or use dense retrieval (--kind dense)")
+
+
 class BM25Retriever:
     """BM25 over a passage table; build, save, load, batched search."""
 
-    def __init__(self, passages: PassageTable, backend: Any, cfg: BM25Config):
+    def __init__(self, passages: PassageTable, backend: Any, cfg: BM25Config,
+                 warnings: list[str] | None = None):
         self.passages = passages
         self.backend = backend
         self.cfg = cfg
-        self.tokenizer = BM25Tokenizer(cfg.stopwords, cfg.stemmer)
+        self.tokenizer = tokenizer_for(cfg)
+        self.warnings = warnings or []  # found at build time, for the index summary
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -141,10 +183,12 @@ class BM25Retriever:
         table = passages if isinstance(passages, PassageTable) else PassageTable.from_passages(passages)
         if len(table) == 0:
             raise ValueError("cannot build a BM25 index over an empty corpus")
-        tokenizer = BM25Tokenizer(cfg.stopwords, cfg.stemmer)
-        tokens = tokenizer(corpus_texts(table.titles(), table.texts()))
+        tokens = tokenizer_for(cfg)(corpus_texts(table.titles(), table.texts()))
+        warning = unspaced_warning(tokens, cfg)
+        if warning:
+            log.warning("BM25 index: %s", warning)
         backend_cls = _BM25sBackend if cfg.backend == "bm25s" else _RankBM25Backend
-        return cls(table, backend_cls.build(tokens, cfg), cfg)
+        return cls(table, backend_cls.build(tokens, cfg), cfg, [warning] if warning else [])
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         if not queries:
@@ -172,16 +216,20 @@ class BM25Retriever:
             cfg = BM25Config(**manifest["bm25"])
         except Exception:  # a hand-edited manifest
             raise IndexLoadError(f"{root}/manifest.json has invalid bm25 settings; {rebuild_hint(root)}") from None
-        passages = load_passage_table(root)
+        passages = load_passage_table(root, manifest["num_passages"])
         try:
             backend = (
                 _BM25sBackend.load(root)
                 if cfg.backend == "bm25s"
                 else _RankBM25Backend.load(root, cfg)
             )
+            problem = backend.check(len(passages)) if isinstance(backend, _BM25sBackend) else None
         except (OSError, ValueError, KeyError, json.JSONDecodeError, pa.ArrowException) as exc:
             raise IndexLoadError(
                 f"BM25 index files in {root} cannot be read ({exc.__class__.__name__}: {exc}); "
                 f"{rebuild_hint(root)}"
             ) from None
+        if problem:
+            raise IndexLoadError(f"BM25 index files in {root / 'bm25s'} are corrupt ({problem}); "
+                                 f"{rebuild_hint(root)}")
         return cls(passages, backend, cfg)

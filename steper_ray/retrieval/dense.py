@@ -171,7 +171,7 @@ class DenseRetriever:
             cfg = DenseConfig(**manifest["dense"])
         except Exception:
             raise IndexLoadError(f"{root}/manifest.json has invalid dense settings; {rebuild_hint(root)}") from None
-        passages = load_passage_table(root)
+        passages = load_passage_table(root, manifest["num_passages"])
         try:
             # Memory-map the vectors where the index type supports it (flat and IVF do).
             try:
@@ -182,6 +182,11 @@ class DenseRetriever:
             raise IndexLoadError(
                 f"{root / FAISS_FILE} cannot be read ({str(exc).splitlines()[0]}); {rebuild_hint(root)}"
             ) from None
+        if index.ntotal != len(passages) or index.d != manifest.get("dim", index.d):
+            raise IndexLoadError(
+                f"{root / FAISS_FILE} holds {index.ntotal} vectors of dimension {index.d}, the "
+                f"manifest says {len(passages)} of dimension {manifest.get('dim')}; {rebuild_hint(root)}"
+            )
         _set_search_params(index, cfg)
         encoder = encoder or SentenceTransformerEncoder(cfg.model, cfg.device)
         if encoder.dim != index.d:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,12 @@ class PassageTable:
 
     @classmethod
     def from_passages(cls, passages: list[Passage]) -> PassageTable:
+        """Raises ValueError when two passages share an id: the id is what retrieval returns and
+        the reasoning loop deduplicates by, so the second would never be shown."""
+        repeated = [i for i, n in Counter(p.id for p in passages).items() if n > 1]
+        if repeated:
+            raise ValueError(f"passage ids must be unique (repeated: {repeated[:5]}); read corpora "
+                             "with steper_ray.data.read_corpus, which counts repeats")
         return cls(
             pa.table(
                 {
@@ -144,13 +151,51 @@ def check_index_dir(path: str | Path) -> dict[str, Any]:
         )
     if kind not in ("bm25", "dense"):
         raise IndexLoadError(f"{mpath} names unknown index kind {kind!r}; {rebuild_hint(root)}")
+    num_passages = manifest.get("num_passages")
+    if not isinstance(num_passages, int) or num_passages < 0:
+        raise IndexLoadError(f"{mpath} is corrupt (num_passages {num_passages!r}); {rebuild_hint(root)}")
+    for name in files:
+        problem = file_problem(root / name, num_passages)
+        if problem:
+            raise IndexLoadError(f"index {root} is corrupt ({name} {problem}); {rebuild_hint(root)}")
     return manifest
 
 
-def load_passage_table(root: Path) -> PassageTable:
+def file_problem(path: Path, num_passages: int) -> str | None:
+    """Why one index file is unreadable, from what its format lets us check cheaply, or None.
+
+    Parquet: the footer parses and there is one row per passage (passages, rank_bm25 tokens);
+    JSON: it parses; NumPy: the header parses and the data fits the file. The engine loaders
+    then check what spans files (bm25s matrix shapes, FAISS vector count) and read every
+    column of the passages. Sizes were checked against the manifest before.
+    """
     try:
-        return PassageTable(pq.read_table(root / PASSAGES, memory_map=True))
-    except (OSError, pa.ArrowException) as exc:
-        raise IndexLoadError(
-            f"{root / PASSAGES} cannot be read ({exc}); {rebuild_hint(root)}"
-        ) from None
+        if path.suffix == ".parquet":
+            rows = pq.read_metadata(path).num_rows
+            if rows != num_passages:
+                return f"has {rows} rows, the manifest says {num_passages} passages"
+        elif path.suffix == ".json":
+            json.loads(path.read_bytes())
+        elif path.suffix == ".npy":
+            np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, pa.ArrowException) as exc:  # JSONDecodeError is a ValueError
+        return f"cannot be read: {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def load_passage_table(root: Path, num_passages: int | None = None) -> PassageTable:
+    """The passages of an index, every column read (memory-mapped); IndexLoadError naming the
+    file when a column cannot be decoded or the rows are not ``num_passages``."""
+    path = root / PASSAGES
+    try:
+        # ParquetFile, not read_table: read_table imports pyarrow.dataset (~0.5 s per process).
+        table = pq.ParquetFile(path, memory_map=True).read()
+        missing = {"id", "title", "text"} - set(table.column_names)
+        if missing:
+            raise ValueError(f"no column(s) {sorted(missing)}")
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise IndexLoadError(f"{path} cannot be read ({exc}); {rebuild_hint(root)}") from None
+    if num_passages is not None and table.num_rows != num_passages:
+        raise IndexLoadError(f"{path} has {table.num_rows} passages, the manifest says {num_passages}; "
+                             f"{rebuild_hint(root)}")
+    return PassageTable(table)

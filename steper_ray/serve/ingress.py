@@ -1,9 +1,9 @@
 """The HTTP surface (FastAPI behind Serve): POST /v1/answer, POST /v1/answer/stream (server-sent
 events), GET /healthz, and the OpenAPI schema at /openapi.json (docs at /docs).
 
-Every user mistake is a 4xx with a message that says what to change; a down retriever is 503 and
-a request over its time limit is 504. Bearer auth is on when the configured environment
-variable is set on the serving node."""
+Every user mistake is a 4xx with a message that says what to change (a body not sent as JSON:
+415); a down retriever is 503 and a request over its time limit is 504. Bearer auth is on when
+the configured environment variable is set on the serving node."""
 
 from __future__ import annotations
 
@@ -67,8 +67,24 @@ api = FastAPI(
 )
 
 
+def is_json_content_type(value: str) -> bool:
+    """application/json (any parameters, e.g. charset) or an application/*+json type: the
+    content types FastAPI parses a body from."""
+    mime = value.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
 @api.exception_handler(RequestValidationError)
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI parses no body sent without a JSON content type (curl -d sends a form), and the
+    # validation error that follows would not say why.
+    content_type = request.headers.get("content-type", "")
+    if not is_json_content_type(content_type):
+        sent = f"this one is {content_type!r}" if content_type else "this one has none"
+        return JSONResponse({"detail": f"the request body must be JSON sent with 'Content-Type: "
+                                       f"application/json' ({sent}); e.g. curl -H 'Content-Type: "
+                                       """application/json' -d '{"question": "..."}'"""},
+                            status_code=415)
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
         return JSONResponse({"detail": "the request body is not valid JSON; send e.g. "
@@ -81,7 +97,7 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 422, 503, 504)
+    s: {"model": ErrorResponse} for s in (400, 401, 415, 422, 503, 504)
 }
 
 

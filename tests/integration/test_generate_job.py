@@ -69,6 +69,29 @@ def test_evidence_teacher_job_on_sample_data(tmp_path: Path) -> None:
     assert again["kept"] == 24
 
 
+def test_a_damaged_part_is_repaired_on_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from steper_ray.cli import main
+
+    args = ["generate", f"run_dir={tmp_path}", "generate.batch_size=4", "generate.limit=6", "--json"]
+    assert main(args) == 0
+    out = tmp_path / "generate"
+    first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    victim = sorted((out / "traces").glob("part-*.parquet"))[1]
+    lost = set(pq.read_table(victim).column("question_id").to_pylist())
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])  # cut to half
+    # rerun: no traceback, the part is moved aside and its questions are generated again
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [(r["part"], r["file"]) for r in summary["repaired_parts"]] == [(victim.name, str(victim))]
+    assert summary["this_run"]["questions"] == len(lost) and summary["kept"] == first["kept"] == 12
+    traces, examples = _outputs(out)
+    expected = {r.id for s in load_config(None, args[1:4]).data.train for r in read_dataset(s.path, limit=6).records}
+    assert lost < expected
+    _check_exactly_once(traces, examples, expected)
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert (out / "damaged/traces" / victim.name).is_file()
+
+
 def test_bad_rows_become_error_rows(tmp_path: Path, tiny_model_dir: Path) -> None:
     qa = tmp_path / "qa.jsonl"
     qa.write_text("\n".join(json.dumps(x) for x in [

@@ -125,6 +125,14 @@ def test_bad_requests_get_a_4xx_that_says_what_to_fix(served: dict[str, Any], bo
         assert message in r.json()["detail"]
 
 
+def test_a_body_not_sent_as_json_gets_415_saying_what_to_send(served: dict[str, Any]) -> None:
+    for path in ("/v1/answer", "/v1/answer/stream"):
+        r = served["client"].post(path, content=b'{"question": "Who directed Jaws?"}',
+                                  headers={**AUTH, "content-type": "text/plain"})
+        assert r.status_code == 415, r.text
+        assert "Content-Type: application/json" in r.json()["detail"]
+
+
 def test_bearer_auth(served: dict[str, Any]) -> None:
     assert _post(served, {"question": QUESTION}, headers={}).status_code == 401
     r = _post(served, {"question": QUESTION}, headers={"Authorization": "Bearer wrong"})

@@ -10,7 +10,7 @@ from steper_ray.retrieval import Retriever, load_index
 from steper_ray.retrieval.agreement import topk_agree
 from steper_ray.retrieval.bm25 import BM25Retriever
 from steper_ray.retrieval.protocol import Hit
-from steper_ray.retrieval.tokenize import BM25Tokenizer
+from steper_ray.retrieval.tokenize import BM25Tokenizer, long_run_share
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,74 @@ def test_topk_agree_ties() -> None:
     assert topk_agree([h("a", 3), h("b", 1)], [h("a", 3), h("c", 1)])  # cut-off tie
     assert not topk_agree([h("a", 3), h("b", 2)], [h("a", 3), h("c", 2), h("d", 1)])
     assert not topk_agree([h("a", 3), h("b", 2)], [h("a", 3), h("c", 1.5)])
+
+
+ZH = [
+    ("北京", "北京是中华人民共和国的首都，也是全国的政治和文化中心，有三千多年的建城史。"),
+    ("长城", "长城是中国古代的军事防御工程，是一道高大坚固而且连绵不断的长垣。"),
+    ("李白", "李白字太白号青莲居士，唐朝浪漫主义诗人，被后人誉为诗仙。"),
+    ("红楼梦", "红楼梦是中国古典四大名著之一，作者是曹雪芹，成书于清代。"),
+    ("东京", "东京是日本的首都，位于本州岛关东平原南端，是世界最大的都市圈之一。"),
+]
+
+
+def test_char_ngrams_and_the_tokenizer_option() -> None:
+    tok = BM25Tokenizer(kind="char_ngram")
+    assert tok.tokenize("北京大学 The Drummers 2024年") == ["drummer", "2024", "北京", "京大", "大学", "年"]
+    assert BM25Tokenizer(kind="char_ngram", ngram_size=3).tokenize("北京大学") == ["北京大", "京大学"]
+    # text in spaced scripts tokenises exactly as with 'word'
+    assert tok.tokenize("The Drummers were inducted in the Hall!") == BM25Tokenizer().tokenize(
+        "The Drummers were inducted in the Hall!")
+    assert long_run_share(BM25Tokenizer()([text for _, text in ZH])) == 1.0
+    assert long_run_share(tok([text for _, text in ZH])) == 0.0
+
+
+@pytest.mark.parametrize("backend", ["bm25s", "rank_bm25"])
+def test_unspaced_script_warns_at_index_time_and_char_ngrams_retrieve(backend: str, caplog: pytest.LogCaptureFixture) -> None:
+    passages = [Passage.make(title, text) for title, text in ZH]
+    query = ["唐朝的诗仙是谁"]  # "who is the Tang dynasty's immortal poet": 李白
+    with caplog.at_level("WARNING"):
+        words = BM25Retriever.build(passages, BM25Config(backend=backend))
+    assert len(words.warnings) == 1 and "index.bm25.tokenizer=char_ngram" in words.warnings[0]
+    assert "dense" in words.warnings[0] and any("very long tokens" in r.getMessage() for r in caplog.records)
+    # word tokens: every run is a whole phrase, nothing matches, every score is 0
+    assert all(h.score == 0 for h in words.search(query, 5)[0])
+    grams = BM25Retriever.build(passages, BM25Config(backend=backend, tokenizer="char_ngram"))
+    assert grams.warnings == []
+    top = grams.search(query, 5)[0]
+    assert top[0].title == "李白" and top[0].score > max(h.score for h in top[1:])
+
+
+def test_english_corpus_does_not_warn(musique_corpus: list[Passage]) -> None:
+    assert BM25Retriever.build(musique_corpus[:300], BM25Config()).warnings == []
+
+
+def test_char_ngram_setting_survives_save_and_load(tmp_path: Path) -> None:
+    passages = [Passage.make(title, text) for title, text in ZH]
+    BM25Retriever.build(passages, BM25Config(tokenizer="char_ngram", ngram_size=2)).save(tmp_path / "ix")
+    loaded = load_index(tmp_path / "ix")
+    assert isinstance(loaded, BM25Retriever) and loaded.cfg.tokenizer == "char_ngram"
+    assert loaded.search(["红楼梦的作者"], 1)[0][0].title == "红楼梦"
+
+
+def test_compiled_scorer_is_cached_on_disk_for_the_next_process(tmp_path: Path) -> None:
+    # A fresh process loads the numba scorer another process compiled, instead of ~10 s of
+    # compiling (the timing itself is measured outside the tests).
+    import os
+    import subprocess
+    import sys
+
+    BM25Retriever.build([Passage.make("A", "alpha beta"), Passage.make("B", "beta gamma")],
+                        BM25Config()).save(tmp_path / "ix")
+    script = (
+        "import sys; from steper_ray.retrieval import load_index\n"
+        "r = load_index(sys.argv[1]); hits = r.search(['gamma'], 1)\n"
+        "import bm25s.numba.retrieve_utils as u; s = u._retrieve_internal_jitted_serial.stats\n"
+        "print(hits[0][0].title, sum(s.cache_hits.values()), sum(s.cache_misses.values()))\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    runs = [subprocess.run([sys.executable, "-c", script, str(tmp_path / "ix")], env=env, check=True,
+                           capture_output=True, text=True).stdout.split() for _ in range(2)]
+    assert runs == [["B", "0", "1"], ["B", "1", "0"]]  # compiled once, then loaded from disk
+    assert any((tmp_path / "numba").rglob("*.nbi"))

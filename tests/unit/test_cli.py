@@ -47,6 +47,35 @@ def test_index_corpus_and_format_flags(tmp_path: Path, capsys: pytest.CaptureFix
     assert _last_json(capsys.readouterr().out)["backend"] == "rank_bm25"
 
 
+def test_repeated_corpus_id_is_counted_not_indexed_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(json.dumps(x) for x in [
+        {"id": "42", "title": "Falcon Ridge", "text": "Falcon Ridge is a ridge above the lake."},
+        {"id": "42", "title": "Heron Bay", "text": "Heron Bay is a bay below the ridge."},
+        {"id": "43", "title": "Falcon Ridge", "text": "Falcon Ridge is a ridge above the lake."},
+    ]) + "\n")
+    assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "ix"), "--json"]) == 0
+    summary = _last_json(capsys.readouterr().out)
+    assert summary["passages"] == 2 and summary["bad_records"] == 1
+    assert summary["bad_examples"][0]["line"] == 2 and summary["bad_examples"][0]["id"] == "42"
+    assert summary["read"]["same_text_under_other_ids"] == 1
+    assert main(["retrieve", "--index", str(tmp_path / "ix"), "-k", "5", "--query", "ridge bay", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert sorted((h["id"], h["title"]) for h in hits) == [("42", "Falcon Ridge"), ("43", "Falcon Ridge")]
+
+
+def test_index_summary_carries_the_unspaced_script_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "zh.jsonl"
+    corpus.write_text("".join(json.dumps({"title": t, "text": t * 8 + "是一个很长的没有空格的句子"},
+                                         ensure_ascii=False) + "\n" for t in ("北京", "上海", "广州")),
+                      encoding="utf-8")
+    assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "w"), "--json"]) == 0
+    assert "index.bm25.tokenizer=char_ngram" in _last_json(capsys.readouterr().out)["warnings"][0]
+    assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "g"), "--json",
+                 "index.bm25.tokenizer=char_ngram"]) == 0
+    assert _last_json(capsys.readouterr().out)["warnings"] == []
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -82,3 +83,19 @@ def test_dimension_mismatch_and_corrupt_vectors(flat: DenseRetriever, tmp_path: 
 def test_unknown_model_path_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="not a local directory"):
         SentenceTransformerEncoder(str(tmp_path / "no-model"))
+
+
+def test_faiss_vectors_that_do_not_match_the_passages_are_caught(
+    flat: DenseRetriever, encoder: SentenceTransformerEncoder, tmp_path: Path,
+) -> None:
+    import faiss
+
+    out = flat.save(tmp_path / "dense")
+    short = faiss.IndexFlatIP(384)
+    short.add(encoder.encode(["one passage only"]))
+    faiss.write_index(short, str(out / "faiss.index"))  # a readable index of another corpus
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"]["faiss.index"] = (out / "faiss.index").stat().st_size
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexLoadError, match=r"faiss.index holds 1 vectors of dimension 384, the manifest says 900"):
+        load_index(out, encoder=encoder)

@@ -63,3 +63,72 @@ def test_file_instead_of_directory(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(IndexLoadError, match="is a file"):
         load_index(f)
+
+
+def _same_size(path: Path, data: bytes) -> None:
+    size = path.stat().st_size
+    path.write_bytes((data + b"\0" * size)[:size])
+
+
+def _resize_in_manifest(root: Path, name: str) -> None:
+    """Record a file's new size, as if the damage had happened before the manifest was written."""
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["files"][name] = (root / name).stat().st_size
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_bm25s_matrix_of_the_right_size_but_damaged_is_caught(saved: Path) -> None:
+    import numpy as np
+
+    data = saved / "bm25s/data.csc.index.npy"
+    scores = np.load(data)
+    scores[7] = np.nan
+    np.save(data, scores)
+    with pytest.raises(IndexLoadError, match=r"bm25s are corrupt \(the score matrix holds .*non-finite"):
+        load_index(saved)
+    indices = saved / "bm25s/indices.csc.index.npy"
+    rows = np.load(indices)
+    rows[3] = 10_000
+    np.save(indices, rows)
+    np.save(data, np.abs(np.nan_to_num(scores)))
+    with pytest.raises(IndexLoadError, match="out-of-range positions"):
+        load_index(saved)
+
+
+def test_npy_and_json_files_with_garbage_are_named(saved: Path) -> None:
+    victim = saved / "bm25s/indptr.csc.index.npy"
+    _same_size(victim, b"garbage")
+    with pytest.raises(IndexLoadError, match=r"corrupt \(bm25s/indptr.csc.index.npy cannot be read.*steper-ray index"):
+        load_index(saved)
+
+
+def test_vocab_json_with_garbage_is_named(saved: Path) -> None:
+    victim = saved / "bm25s/vocab.index.json"
+    _same_size(victim, b'{"cut short')
+    with pytest.raises(IndexLoadError, match=r"bm25s/vocab.index.json cannot be read: JSONDecodeError"):
+        load_index(saved)
+
+
+def test_passages_with_other_row_count_are_caught(saved: Path) -> None:
+    import pyarrow.parquet as pq
+
+    target = saved / "passages.parquet"
+    pq.write_table(pq.read_table(target).slice(0, 150), target)
+    _resize_in_manifest(saved, "passages.parquet")
+    with pytest.raises(IndexLoadError, match="passages.parquet has 150 rows, the manifest says 200 passages"):
+        load_index(saved)
+
+
+def test_damaged_column_data_with_intact_footer_is_caught(saved: Path) -> None:
+    target = saved / "passages.parquet"
+    raw = bytearray(target.read_bytes())
+    raw[8:2000] = b"\xff" * 1992  # column chunks; the footer at the end still parses
+    target.write_bytes(bytes(raw))
+    with pytest.raises(IndexLoadError, match="passages.parquet cannot be read"):
+        load_index(saved)
+
+
+def test_an_index_never_holds_one_id_twice() -> None:
+    passages = [Passage("42", "Falcon Ridge", "A ridge."), Passage("42", "Heron Bay", "A bay.")]
+    with pytest.raises(ValueError, match=r"passage ids must be unique \(repeated: \['42'\]\)"):
+        BM25Retriever.build(passages, BM25Config())

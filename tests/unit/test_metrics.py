@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from steper_ray.evaluate.metrics import answer_scores, normalize_answer, recall_at_k
+from steper_ray.config import FilterConfig
+from steper_ray.evaluate.metrics import (
+    answer_scores,
+    contains_answer,
+    normalize_answer,
+    recall_at_k,
+)
+from steper_ray.generate.filter import drop_reason
+from steper_ray.reasoning.loop import StepRecord, Trace
 
 
 @pytest.mark.parametrize(
@@ -48,3 +56,34 @@ def test_recall_at_k() -> None:
     assert recall_at_k(["a", "b", "c"], ["c", "d"], 2) == 0.0
     assert recall_at_k(["a", "b", "c"], ["c", "d"], 3) == 0.5
     assert recall_at_k(["a"], [], 3) is None
+
+
+@pytest.mark.parametrize(("prediction", "gold", "acc"), [
+    ("Norway", "no", 0.0),  # used to be 1: "no" is inside "norway"
+    ("Yesterday", "yes", 0.0),
+    ("Theatre Royal", "the", 0.0),
+    ("New York City", "York", 1.0),  # whole words inside the prediction
+    ("It was G. Stanley Hall", "Stanley Hall", 1.0),
+    ("Stanley Hallam", "Stanley Hall", 0.0),
+    ("U.S.A.", "USA", 1.0),  # normalised first
+    ("no", "no", 1.0),
+])
+def test_acc_matches_the_gold_as_whole_words(prediction: str, gold: str, acc: float) -> None:
+    assert answer_scores(prediction, [gold])["acc"] == acc
+    assert contains_answer(prediction, gold) is bool(acc)
+
+
+@pytest.mark.parametrize(("answer", "golds", "kept"), [
+    ("Norway", ["no"], False),
+    ("no, it is not", ["no"], False),  # a yes/no gold needs exactly that answer
+    ("yes or no", ["yes"], False),
+    ("No.", ["no"], True),
+    ("It was G. Stanley Hall", ["Stanley Hall"], True),
+    ("Stanley", ["Stanley Hall"], False),
+    ("the city of Oslo", ["Bergen", "Oslo"], True),
+])
+def test_contains_filter(answer: str, golds: list[str], kept: bool) -> None:
+    trace = Trace("q", "question?", steps=[
+        StepRecord(1, "init", "q", [], "p", "sp", "A fact.", 2),
+        StepRecord(2, "agg", "s", [], "p", "sp", f"So the answer is: {answer}", 3)], answer=answer)
+    assert (drop_reason(trace, golds, FilterConfig(match="contains")) is None) is kept

@@ -145,3 +145,47 @@ def test_final_answer_falls_back_to_the_last_sentence() -> None:
     assert final_answer("He was born in 1950. The band is Rush.") == "The band is Rush"
     assert final_answer("So the answer is: Rush.") == "Rush"
     assert final_answer("") == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("So the answer is: “Ada Finch”.", "Ada Finch"),  # used to keep the quotes (EM 0)
+        ("So the answer is: ‘Ada Finch’", "Ada Finch"),
+        ("So the answer is: «Ada Finch».", "Ada Finch"),
+        ("So the answer is: „Ada Finch“", "Ada Finch"),
+        ("So the answer is: 「Ada Finch」。", "Ada Finch"),
+        ("So the answer is: 『Ada Finch』", "Ada Finch"),
+        ("So the answer is: ＂Ada Finch＂", "Ada Finch"),
+        ("So the answer is: (Ada Finch).", "Ada Finch"),
+        ("So the answer is: [Ada Finch]", "Ada Finch"),
+        ("So the answer is: 【Ada Finch】", "Ada Finch"),
+        ("So the answer is: “(Ada Finch)”.", "Ada Finch"),
+        ("So the answer is: “Ada Finch.”", "Ada Finch"),
+        ("So the answer is: Rush (band).", "Rush (band)"),  # a bracket inside the answer stays
+        ("So the answer is: (1) and (2)", "(1) and (2)"),  # not one pair around it all
+        ("So the answer is: “”", None),
+    ],
+)
+def test_typographic_quotes_and_brackets_around_the_answer(text: str, answer: str | None) -> None:
+    assert parse_answer(text) == answer
+
+
+def test_a_quoted_teacher_answer_now_scores_and_is_kept() -> None:
+    from steper_ray.evaluate.metrics import answer_scores
+
+    assert answer_scores(parse_answer("So the answer is: “Ada Finch”.") or "", ["Ada Finch"])["em"] == 1.0
+    assert final_answer("The winner was «Ada Finch».") == "The winner was «Ada Finch»"
+    assert final_answer("«Ada Finch».") == "Ada Finch"
+
+
+@pytest.mark.parametrize(("text", "answer"), [
+    ('So the answer is: the novel “Emma”.', "the novel “Emma”"),  # quotes inside the answer stay
+    ('So the answer is: the novel "Emma".', 'the novel "Emma"'),
+    ("So the answer is: Ada Finch”.", "Ada Finch"),  # a stray closing mark goes
+    ("So the answer is: “Ada Finch", "Ada Finch"),  # a stray opening mark goes
+    ("So the answer is: 'Allo 'Allo!", "'Allo 'Allo"),
+    ("So the answer is: Guns N' Roses", "Guns N' Roses"),
+])
+def test_quote_marks_inside_an_answer_are_kept(text: str, answer: str) -> None:
+    assert parse_answer(text) == answer

@@ -7,6 +7,7 @@ import pytest
 
 from steper_ray.data import extract_corpus, passage_id, read_corpus, read_dataset
 from steper_ray.errors import DataError
+from steper_ray.evaluate.metrics import recall_at_k
 
 
 @pytest.mark.parametrize(
@@ -154,18 +155,95 @@ def test_corpus_extraction_dedups_with_stable_ids() -> None:
 def test_read_corpus_formats(tmp_path: Path) -> None:
     as_dict = tmp_path / "c1.json"
     as_dict.write_text(json.dumps({"A": ["One.", " Two."], "B": ["Three."]}))
-    passages, bad = read_corpus(as_dict)
-    assert [(p.title, p.text) for p in passages] == [("A", "One. Two."), ("B", "Three.")]
-    assert bad == []
+    corpus = read_corpus(as_dict)
+    assert [(p.title, p.text) for p in corpus.passages] == [("A", "One. Two."), ("B", "Three.")]
+    assert corpus.bad == []
     as_list = tmp_path / "c2.json"
     as_list.write_text(json.dumps([{"title": "A", "text": "x"}, {"title": "A", "text": "x"}, {"title": "C"}]))
-    passages, bad = read_corpus(as_list)
-    assert len(passages) == 1 and [b.reason for b in bad] == ["field 'text' is missing or empty"]
+    corpus = read_corpus(as_list)
+    assert len(corpus.passages) == 1 and [b.reason for b in corpus.bad] == ["field 'text' is missing or empty"]
+    assert corpus.merged == 1  # the identical entry without an id is merged, and counted
     as_jsonl = tmp_path / "c3.jsonl"
     as_jsonl.write_text('{"id": "d1", "title": "T", "text": "t"}\nnot json\n')
-    passages, bad = read_corpus(as_jsonl)
-    assert passages[0].id == "d1" and len(bad) == 1
+    corpus = read_corpus(as_jsonl)
+    assert corpus.passages[0].id == "d1" and len(corpus.bad) == 1
     empty = tmp_path / "c4.jsonl"
     empty.write_text("{}\n")
     with pytest.raises(DataError, match="no usable passages"):
         read_corpus(empty)
+
+
+def test_corpus_ids_are_keys(tmp_path: Path) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(json.dumps(x) for x in [
+        {"id": "42", "title": "Falcon Ridge", "text": "Falcon Ridge is a ridge in Alberta."},
+        {"id": "42", "title": "Heron Bay", "text": "Heron Bay is a bay in Ontario."},
+        {"id": "43", "title": "Falcon Ridge", "text": "Falcon Ridge is a ridge in Alberta."},
+        {"id": 44, "title": "Owl Lake", "text": "Owl Lake is a lake."},
+        {"title": "Owl Lake", "text": "Owl Lake is a lake."},
+        {"title": "Owl Lake", "text": "Owl Lake is a lake."},
+    ]) + "\n")
+    read = read_corpus(corpus)
+    # the repeated id is a counted bad entry (the first is kept); the same text under its own
+    # id is kept; identical entries without an id merge, counted
+    assert [(p.id, p.title) for p in read.passages] == [
+        ("42", "Falcon Ridge"), ("43", "Falcon Ridge"), ("44", "Owl Lake"),
+        (passage_id("Owl Lake", "Owl Lake is a lake."), "Owl Lake")]
+    assert [(b.line, b.record_id, b.reason) for b in read.bad] == [
+        (2, "42", "duplicate id (the first entry with it is kept)")]
+    assert read.summary() == {"passages": 4, "bad": 1,
+                              "bad_reasons": {"duplicate id (the first entry with it is kept)": 1},
+                              "merged_identical_without_id": 1, "same_text_under_other_ids": 2}
+    # every given id is either a passage or a counted bad entry
+    given = {"42", "43", "44"}
+    assert given <= {p.id for p in read.passages} | {b.record_id for b in read.bad}
+
+
+def _hotpot(qid: str, present: list[str], gold: list[str]) -> dict:
+    return {"_id": qid, "question": f"Question {qid}?", "answer": "yes", "type": "bridge",
+            "context": [[t, [f"{t} is a place.", " It is old."]] for t in present],
+            "supporting_facts": [[t, 0] for t in gold]}
+
+
+def test_fullwiki_gold_paragraphs_missing_from_context_stay_gold(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    f = tmp_path / "fullwiki.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        _hotpot("a", ["Alpha", "Noise"], ["Alpha", "Beta", "Gamma", "Delta"]),  # 1 of 4 present
+        _hotpot("b", ["Noise"], ["Beta", "Gamma"]),  # none present
+        _hotpot("c", ["Alpha", "Beta"], ["Alpha", "Beta"]),  # distractor setting: all present
+    ]) + "\n")
+    with caplog.at_level("WARNING"):
+        result = read_dataset(f)
+    a, b, c = result.records
+    assert len(a.gold_ids) == 4 and a.gold_ids[0] == passage_id("Alpha", "Alpha is a place. It is old.")
+    assert a.gold_ids[1:] == ["missing:Beta", "missing:Gamma", "missing:Delta"]
+    assert b.gold_ids == ["missing:Beta", "missing:Gamma"] and b.meta["missing_gold_titles"] == ["Beta", "Gamma"]
+    assert "missing_gold_titles" not in c.meta and all(g.startswith("p") for g in c.gold_ids)
+    assert result.summary()["missing_gold"] == {"questions": 2, "paragraphs": 5}
+    warnings = [r for r in caplog.records if "gold paragraph" in r.getMessage()]
+    assert len(warnings) == 1 and "5 gold paragraph(s) of 2 question(s)" in warnings[0].getMessage()
+    # every retrieved passage of the file found: recall is 1/4, 0 and 1, not 1.0 over one question
+    found = [p.id for r in result.records for p in r.passages]
+    assert [recall_at_k(found, r.gold_ids, 10) for r in result.records] == [0.25, 0.0, 1.0]
+
+
+def _musique(qid: str, answerable: bool) -> dict:
+    rec = json.loads((Path(__file__).resolve().parents[2] / "steper_ray/data/sample/musique/dev.jsonl")
+                     .read_text().splitlines()[0])
+    return {**rec, "id": qid, "answerable": answerable}
+
+
+def test_musique_full_twins_are_two_records(tmp_path: Path) -> None:
+    f = tmp_path / "full.jsonl"
+    # the unanswerable twin first, as in MuSiQue-Full files; a real repeat is still a duplicate
+    f.write_text("\n".join(json.dumps(r) for r in [
+        _musique("2hop__1", False), _musique("2hop__1", True), _musique("2hop__1", True),
+        {**_musique("2hop__2", True), "answerable": "no"},
+    ]) + "\n")
+    result = read_dataset(f)
+    assert [(r.id, r.answerable) for r in result.records] == [("2hop__1::unanswerable", False), ("2hop__1", True)]
+    assert [(b.line, b.reason) for b in result.bad] == [
+        (3, "duplicate id '2hop__1'"), (4, "field 'answerable' is not true or false")]
+    assert result.summary()["unanswerable"] == 1
+    assert read_dataset("sample:musique/dev.jsonl").summary()["unanswerable"] == 0
