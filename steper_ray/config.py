@@ -372,6 +372,16 @@ class EvaluateConfig(Section):
     prompt: Literal["student", "teacher"] = Field(
         "student", description="'student' (bare step prompt) or 'teacher' (instruction + demos)."
     )
+    student_engine: Literal["hf", "vllm"] = Field(
+        "hf",
+        description="Engine for this run's own student when 'model' is unset: the trained export "
+        "and, with 'baseline', the base model ('vllm' shares step prefixes: prefix caching).",
+    )
+    baseline: bool = Field(
+        False,
+        description="The pipeline also evaluates the untrained student (train.student, zero-shot, "
+        "the same student prompt) before training, reported beside the trained one.",
+    )
     index_dir: str | None = Field(
         None,
         description="Directory with one index per dev dataset (<index_dir>/<name>); None: "

@@ -88,7 +88,9 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
 
     b = cfg.bench.serving
     out.mkdir(parents=True, exist_ok=True)
-    model = b.model
+    from steper_ray.models.prepare import resolve_model
+
+    model = resolve_model(b.model) if b.model else None
     if model is None:
         model = str(out / "model")
         if not (out / "model" / "config.json").is_file():

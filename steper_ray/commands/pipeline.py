@@ -69,23 +69,39 @@ def stage_train(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     return run_train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"out": str(out)})}))
 
 
+def stage_evaluate_base(cfg: SteperConfig, out: Path) -> dict[str, Any]:
+    """The untrained student, zero-shot with the same student prompt (``evaluate.baseline``)."""
+    from steper_ray.evaluate.job import run_evaluate
+    from steper_ray.train.trainer import base_student
+
+    model = base_student(cfg, cfg.evaluate.student_engine)
+    ecfg = cfg.evaluate.model_copy(update={"out": str(out), "model": model, "prompt": "student"})
+    return run_evaluate(cfg.model_copy(update={"evaluate": ecfg}), label="student before training (zero-shot)")
+
+
 def stage_evaluate(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     from steper_ray.evaluate.job import run_evaluate
     from steper_ray.evaluate.report import compare_runs
 
     ecfg = cfg.evaluate.model_copy(update={"out": str(out)})
-    summary = run_evaluate(cfg.model_copy(update={"evaluate": ecfg}))
-    report = compare_runs([str(out)], out / "report")  # this run's table and chart
+    base = out.parent / "evaluate_base"
+    label = f"student after training ({cfg.train.loss.mode})" if cfg.evaluate.baseline else None
+    summary = run_evaluate(cfg.model_copy(update={"evaluate": ecfg}), label=label)
+    runs = [str(base), str(out)] if (base / "summary.json").is_file() else [str(out)]
+    report = compare_runs(runs, out / "report")  # this run's table and chart (before and after)
     return {**summary, "report": report["report"], "plot": report["plot"]}
 
 
-STAGES: list[tuple[str, Callable[[SteperConfig, Path], dict[str, Any]]]] = [
-    ("index", stage_index),
-    ("retrieval_eval", stage_retrieval_eval),
-    ("generate", stage_generate),
-    ("train", stage_train),
-    ("evaluate", stage_evaluate),
-]
+def stages(cfg: SteperConfig) -> list[tuple[str, Callable[[SteperConfig, Path], dict[str, Any]]]]:
+    """The pipeline's stages in order; ``evaluate.baseline`` adds the untrained student's evaluation."""
+    return [
+        ("index", stage_index),
+        ("retrieval_eval", stage_retrieval_eval),
+        ("generate", stage_generate),
+        *([("evaluate_base", stage_evaluate_base)] if cfg.evaluate.baseline else []),
+        ("train", stage_train),
+        ("evaluate", stage_evaluate),
+    ]
 
 
 def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
@@ -95,7 +111,7 @@ def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
     t_all = time.perf_counter()
     stages = []
     results: dict[str, Any] = {}
-    for name, fn in STAGES:
+    for name, fn in stages(cfg):
         out = run_dir / name
         done = out / "summary.json"
         if done.is_file():
@@ -120,7 +136,9 @@ def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
         "generate": {k: results["generate"].get(k) for k in
                      ("teacher", "questions", "kept", "dropped", "dropped_by_reason", "examples_per_task")},
         "train": {k: results["train"].get(k) for k in ("loss_mode", "steps", "final", "model", "plot")},
-        "evaluate": {k: results["evaluate"].get(k) for k in ("model", "metrics", "report", "plot")},
+        "evaluate": {k: results["evaluate"].get(k) for k in ("model", "label", "metrics", "report", "plot")},
+        **({"evaluate_base": {k: results["evaluate_base"].get(k) for k in ("model", "label", "metrics")}}
+           if "evaluate_base" in results else {}),
         "wall_s": round(time.perf_counter() - t_all, 3),
     }
     write_summary(run_dir, summary)
@@ -146,11 +164,18 @@ def format_table(summary: dict[str, Any]) -> str:
     sig = ", ".join(f"{t} {final[f'sigma_{t}']:.3f}" for t in ("init", "exp", "agg") if final.get(f"sigma_{t}") is not None)
     lines.append(f"student ({tr['loss_mode']}, {tr['steps']} steps): final sigmas {sig}; model {tr['model']}")
     ev = summary["evaluate"]
+    runs = [("before", summary["evaluate_base"]), ("after", ev)] if "evaluate_base" in summary else [("", ev)]
     lines.append("")
-    lines.append(f"{'dev set':<16} {'questions':>9} {'EM':>6} {'F1':>6} {'Acc':>6} {'recall':>7} {'steps':>6} {'tok/q':>6}")
-    for name, m in (ev.get("metrics") or {}).items():
-        cells = " ".join(f"{m[k]:>{w}.3f}" if m.get(k) is not None else f"{'-':>{w}}"
-                         for k, w in (("em", 6), ("f1", 6), ("acc", 6), ("recall", 7)))
-        lines.append(f"{name:<16} {m['questions']:>9} {cells} {m['mean_steps']:>6.2f} {m['tokens_per_question']:>6.1f}")
+    lines.append(f"{'dev set':<16} {'student':<7} {'questions':>9} {'EM':>6} {'F1':>6} {'Acc':>6} {'marked':>7} "
+                 f"{'recall':>7} {'steps':>6} {'tok/q':>6}")
+    for name in ev.get("metrics") or {}:
+        for when, run in runs:
+            m = (run.get("metrics") or {}).get(name)
+            if m is None:
+                continue
+            cells = " ".join(f"{m[k]:>{w}.3f}" if m.get(k) is not None else f"{'-':>{w}}"
+                             for k, w in (("em", 6), ("f1", 6), ("acc", 6), ("marked", 7), ("recall", 7)))
+            lines.append(f"{name:<16} {when:<7} {m['questions']:>9} {cells} {m['mean_steps']:>6.2f} "
+                         f"{m['tokens_per_question']:>6.1f}")
     lines.append(f"plots: {tr.get('plot')}, {ev.get('plot')}")
     return "\n".join(lines)

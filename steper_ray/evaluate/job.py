@@ -47,11 +47,13 @@ def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
     return out
 
 
-def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
+def run_evaluate(cfg: SteperConfig, label: str | None = None) -> dict[str, Any]:
+    """Evaluate ``evaluate.model`` (default: this run's trained student) on every dev set;
+    ``label`` names the run in comparison reports (default: from its directory and loss mode)."""
     t0 = time.perf_counter()
     ecfg = cfg.evaluate
     out = Path(ecfg.out or Path(cfg.run_dir) / "evaluate")
-    model = resolved(ecfg.model or trained_student(cfg, "evaluate.model"))
+    model = resolved(ecfg.model or trained_student(cfg, "evaluate.model", ecfg.student_engine))
     records: dict[str, list[QuestionRecord]] = {}
     bad: dict[str, int] = {}
     unanswerable: dict[str, int] = {}
@@ -115,6 +117,7 @@ def run_evaluate(cfg: SteperConfig) -> dict[str, Any]:
         "out": str(out),
         "model": {"kind": model.kind, "model": model.model},
         "prompt": ecfg.prompt,
+        "label": label,
         "demos": demo_info,
         "metrics": metrics,
         "questions": done,

@@ -9,7 +9,7 @@ from typing import Any
 
 from steper_ray.errors import UserError
 
-METRICS = ("em", "f1", "acc", "recall")
+METRICS = ("em", "f1", "acc", "marked", "recall")  # marked: share of answers with the answer marker
 
 
 def _load_run(path: Path) -> tuple[str, dict[str, Any]]:
@@ -23,6 +23,8 @@ def _load_run(path: Path) -> tuple[str, dict[str, Any]]:
         raise UserError(f"{path} has no evaluation results (evaluate/summary.json); run "
                         f"`steper-ray evaluate run_dir={path}` first")
     run_dir = cand.parent.parent if cand.parent.name == "evaluate" else cand.parent
+    if summary.get("label"):
+        return summary["label"], summary
     label = run_dir.name
     train = run_dir / "train" / "summary.json"
     model = summary.get("model", {})
@@ -45,8 +47,8 @@ def compare_runs(run_dirs: list[str], out: Path) -> dict[str, Any]:
         label: summary["metrics"] for label, (_, summary) in zip(labels, runs)
     }
     out.mkdir(parents=True, exist_ok=True)
-    lines = ["| run | dataset | questions | EM | F1 | Acc | recall | steps | tokens/q |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| run | dataset | questions | EM | F1 | Acc | marked | recall | steps | tokens/q |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label in labels:
         for d in datasets:
             m = table[label].get(d)

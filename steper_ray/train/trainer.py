@@ -53,13 +53,20 @@ def train_out_dir(cfg: SteperConfig) -> Path:
     return Path(cfg.train.out or Path(cfg.run_dir) / "train")
 
 
-def trained_student(cfg: SteperConfig, setting: str) -> GeneratorConfig:
-    """This run's exported student on transformers; ``setting`` is the key that picks another model."""
+def trained_student(cfg: SteperConfig, setting: str, engine: str = "hf") -> GeneratorConfig:
+    """This run's exported student on ``engine`` (its prompt format is recorded in the export);
+    ``setting`` is the key that picks another model."""
     path = train_out_dir(cfg) / "model"
     if not (path / "config.json").is_file():
         raise UserError(f"no trained student: no model at {path}; run `steper-ray train` first, or set "
                         f"{setting} (e.g. {setting}.kind=hf {setting}.model=DIR)")
-    return GeneratorConfig(kind="hf", model=str(path))
+    return GeneratorConfig(kind=engine, model=str(path))
+
+
+def base_student(cfg: SteperConfig, engine: str = "hf") -> GeneratorConfig:
+    """The untrained student (train.student, or the offline tiny Llama) in the student's prompt
+    format, for a zero-shot baseline."""
+    return GeneratorConfig(kind=engine, model=resolve_student(cfg), prompt_format=cfg.train.prompt_format)
 
 
 def run_train(cfg: SteperConfig) -> dict[str, Any]:

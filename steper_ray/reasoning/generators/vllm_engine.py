@@ -91,11 +91,13 @@ class VLLMGenerator:
         max_tokens: int = 64,
         seed: int = 0,
         enforce_eager: bool | None = None,
+        log_stats: bool = False,
     ):
         from vllm import LLM
 
         kwargs = engine_kwargs(model, tensor_parallel_size, dtype, max_model_len, gpu_memory_utilization,
                                enable_prefix_caching, seed, enforce_eager)
+        kwargs["disable_log_stats"] = not log_stats  # log_stats: LLM.get_metrics() counts tokens (benchmarks)
         if tensor_parallel_size > 1:
             # Inside a Ray actor the workers go into the actor's placement group (one GPU each).
             kwargs["distributed_executor_backend"] = "ray"
