@@ -196,7 +196,9 @@ class ReasoningConfig(Section):
         "this many tokens that cannot end it.",
     )
     retry_temperature: float = Field(
-        0.0, ge=0, description="Temperature of that retry; > 0 makes it a short sampled fallback."
+        0.7, ge=0,
+        description="Temperature of a step's last try, a short sampled fallback (seeded with the "
+        "model's seed); 0 keeps every retry greedy.",
     )
     max_attempts: int = Field(
         3, ge=1, le=5, description="Tries per step (first try + retries) before the question ends."

@@ -92,7 +92,7 @@ def stage_evaluate(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     return {**summary, "report": report["report"], "plot": report["plot"]}
 
 
-def stages(cfg: SteperConfig) -> list[tuple[str, Callable[[SteperConfig, Path], dict[str, Any]]]]:
+def pipeline_stages(cfg: SteperConfig) -> list[tuple[str, Callable[[SteperConfig, Path], dict[str, Any]]]]:
     """The pipeline's stages in order; ``evaluate.baseline`` adds the untrained student's evaluation."""
     return [
         ("index", stage_index),
@@ -111,7 +111,7 @@ def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
     t_all = time.perf_counter()
     stages = []
     results: dict[str, Any] = {}
-    for name, fn in stages(cfg):
+    for name, fn in pipeline_stages(cfg):
         out = run_dir / name
         done = out / "summary.json"
         if done.is_file():

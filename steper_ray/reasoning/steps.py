@@ -67,11 +67,11 @@ class Attempt:
 @dataclass(frozen=True)
 class RetryPolicy:
     """Retries of a step with nothing usable. ``min_tokens``: the retry's tokens that cannot
-    end the step; ``temperature``: > 0 makes the retry a short sampled fallback;
-    ``max_attempts``: tries per step in all."""
+    end the step; ``temperature``: of the last try, a short sampled fallback (0: greedy, no
+    fallback); ``max_attempts``: tries per step in all."""
 
     min_tokens: int = 4
-    temperature: float = 0.0
+    temperature: float = 0.7
     max_attempts: int = 3
 
 
@@ -158,32 +158,29 @@ def shape_step(text: str, finish_reason: str, earlier: list[str], keep: StepText
 def next_attempt(problem: Problem, current: Attempt, policy: RetryPolicy) -> Attempt | None:
     """How to ask again for a step whose output had ``problem``; None when the tries are spent.
 
-    Nothing usable: ask the same step again with ``min_tokens`` (and the sampled fallback when
-    ``policy.temperature`` > 0), then as the final step. A repeat or a new example means the
-    model is done or looping: ask for the final step at once."""
+    Nothing usable: ask the same step again with ``min_tokens``. A repeat or a new example means
+    the model is done or looping: ask for the final step. The last try is a short sampled
+    fallback (the final step, ``min_tokens``, ``policy.temperature``), since greedy decoding of
+    the same prompt would only fail the same way again."""
     if current.number >= policy.max_attempts:
         return None
     nxt = current.number + 1
-    retry_t = policy.temperature if policy.temperature > 0 else None
+    if nxt == policy.max_attempts and policy.temperature > 0:
+        return Attempt(True, policy.min_tokens, policy.temperature, nxt)
     if problem in ("empty", "eos_first"):
         if current.min_tokens == 0:
-            return Attempt(current.final, policy.min_tokens, retry_t, nxt)
-        if not current.final:
-            return Attempt(True, policy.min_tokens, retry_t, nxt)
-        return None
+            return Attempt(current.final, policy.min_tokens, None, nxt)
+        return Attempt(True, policy.min_tokens, None, nxt) if not current.final else None
     if not current.final:
         return Attempt(True, 0, None, nxt)
-    if problem == "new_example" and current.min_tokens == 0:
-        return Attempt(True, policy.min_tokens, retry_t, nxt)
-    return None
-
-
-RETRY_NOTES = {"min_tokens": "retried_min_tokens", "final": "retried_as_final"}
+    return Attempt(True, policy.min_tokens, None, nxt) if current.min_tokens == 0 else None
 
 
 def retry_note(previous: Attempt, nxt: Attempt) -> str:
-    """The summary's name for a retry: ``retried_as_final`` or ``retried_min_tokens``."""
-    return RETRY_NOTES["final"] if nxt.final and not previous.final else RETRY_NOTES["min_tokens"]
+    """The summary's name for a retry: ``retried_sampled``, ``retried_as_final`` or ``retried_min_tokens``."""
+    if nxt.temperature is not None:
+        return "retried_sampled"
+    return "retried_as_final" if nxt.final and not previous.final else "retried_min_tokens"
 
 
 def failure_reason(problem: Problem) -> str:

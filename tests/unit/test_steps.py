@@ -70,17 +70,17 @@ def test_sentence_splitter_keeps_abbreviations_and_decimals() -> None:
 
 
 def test_retry_plan() -> None:
-    policy = RetryPolicy(min_tokens=4, temperature=0.0, max_attempts=3)
+    policy = RetryPolicy(min_tokens=4, temperature=0.7, max_attempts=3)
     first = Attempt(final=False)
     second = next_attempt("empty", first, policy)
-    assert second == Attempt(False, 4, None, 2)
-    assert next_attempt("eos_first", second, policy) == Attempt(True, 4, None, 3)
-    assert next_attempt("empty", Attempt(True, 4, None, 3), policy) is None
-    assert next_attempt("repeated", first, policy) == Attempt(True, 0, None, 2)
+    assert second == Attempt(False, 4, None, 2)  # again, with tokens that cannot end the step
+    assert next_attempt("eos_first", second, policy) == Attempt(True, 4, 0.7, 3)  # the sampled fallback
+    assert next_attempt("empty", Attempt(True, 4, 0.7, 3), policy) is None  # tries spent
+    assert next_attempt("repeated", first, policy) == Attempt(True, 0, None, 2)  # done or looping: answer
     assert next_attempt("new_example", Attempt(True), policy) == Attempt(True, 4, None, 2)
-    assert next_attempt("repeated", Attempt(True), policy) is None
-    sampled = RetryPolicy(min_tokens=2, temperature=0.7)
-    assert next_attempt("empty", first, sampled) == Attempt(False, 2, 0.7, 2)
+    greedy = RetryPolicy(min_tokens=4, temperature=0.0, max_attempts=3)
+    assert next_attempt("eos_first", second, greedy) == Attempt(True, 4, None, 3)
+    assert next_attempt("repeated", Attempt(True, 4, None, 2), greedy) is None
 
 
 class _Retriever:
@@ -119,7 +119,7 @@ def test_loop_retries_and_counts_every_outcome() -> None:
         # q3: nothing usable, ever
     }
     gen = _Scripted(script)
-    traces = StepwiseReasoner(_Retriever(), gen, max_steps=3, k=1).run(
+    traces = StepwiseReasoner(_Retriever(), gen, max_steps=3, k=1, retry=RetryPolicy(temperature=0.0)).run(
         [Question("q1", "one?"), Question("q2", "two?"), Question("q3", "three?")])
     t1, t2, t3 = traces
     assert [(s.task, s.output) for s in t1.steps] == [("init", "A is B."), ("exp", "B is C."), ("agg", "So the answer is: C.")]
