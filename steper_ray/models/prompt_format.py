@@ -12,8 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from steper_ray.config import GeneratorConfig, ReasoningConfig
 from steper_ray.errors import UserError
-from steper_ray.reasoning.prompts import ChatTemplate, Message, PromptFormat
+from steper_ray.reasoning.prompts import (
+    ChatTemplate,
+    Demonstration,
+    Message,
+    PromptBuilder,
+    PromptFormat,
+    TeacherPromptSpec,
+)
 
 RECORD = "steper_ray.json"
 
@@ -84,12 +92,13 @@ def resolve_prompt_format(requested: str, model_dir: str | None, tokenizer: Any 
     return fmt, template if fmt == "chat" else None
 
 
-def builder_for(model: Any, role: str, reasoning: Any = None, demos: Sequence[Any] | None = None) -> Any:
+def builder_for(model: GeneratorConfig, role: str, reasoning: ReasoningConfig | None = None,
+                demos: Sequence[Demonstration] | None = None) -> PromptBuilder:
     """The PromptBuilder for a generator config (``model``, its ``model`` already a local path
     for vllm/hf): the bare student prompt or, for ``role='teacher'``, the teacher's instruction
-    and demonstrations (``demos``, else the teacher prompt file's) from ``reasoning``."""
-    from steper_ray.reasoning.prompts import PromptBuilder, TeacherPromptSpec
-
+    and demonstrations (``demos``, else the teacher prompt file's) from ``reasoning``. Raises
+    UserError when the requested format does not fit the model (see resolve_prompt_format)."""
+    fmt: PromptFormat
     if model.kind == "evidence":  # writes from annotations; its prompt is only recorded
         fmt, template = "completion", None
     else:
