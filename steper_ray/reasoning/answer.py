@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 
 ANSWER_MARKER = "So the answer is:"
-# The canonical marker and its variants: an optional connective, "the (final) answer is" with an
-# optional colon, or "answer:". Case-insensitive.
+# The canonical marker and its variants: an optional connective, "the (final) answer (to the
+# question) is" with an optional colon, or "answer:". Case-insensitive.
 _MARKER = re.compile(
     r"(?:\b(?:so|thus|therefore|hence)\b[\s,]*)?\b(?:the\s+)?(?:final\s+)?answer"
-    r"(?:\s+is\b\s*[:：]?|\s*[:：])\s*",
+    r"(?:\s+to\s+(?:the|this)\s+question)?(?:\s+is\b\s*[:：]?|\s*[:：])\s*",
     re.IGNORECASE,
 )
 # Stripped from both ends one character at a time; quotes and brackets go by _strip_wrapping.

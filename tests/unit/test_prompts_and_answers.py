@@ -133,6 +133,7 @@ def test_parse_answer(text: str, answer: str | None) -> None:
         ("The answer is Norway.", "Norway"),
         ("Answer: Norway", "Norway"),
         ("Therefore, the final answer is: 1993.", "1993"),
+        ('The answer to the question is: "Mark C. Taylor"', "Mark C. Taylor"),
         ("He answered the call.", None),
     ],
 )

@@ -41,6 +41,8 @@ from steper_ray.retrieval.protocol import Hit
         # the answer marker written differently
         ("The answer is Norway.", "stop", [], "So the answer is: Norway.", ("marker_variant",), None),
         ("Answer: Dr. No", "stop", [], "So the answer is: Dr. No.", ("marker_variant",), None),
+        ('The answer to the question is: "Mark C. Taylor"', "stop", [], 'So the answer is: "Mark C. Taylor".',
+         ("marker_variant",), None),
         ("Marta was born in Norway, so the answer is Norway.", "stop", [],
          "Marta was born in Norway. So the answer is: Norway.", ("marker_variant",), None),
         # a sentence repeated from an earlier step (a loop), whatever its case and punctuation
