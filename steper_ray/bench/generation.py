@@ -14,6 +14,7 @@ matmul reaches on this machine in the same run.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import math
 import time
@@ -180,6 +181,15 @@ def _plain_run(model: str, records: list[QuestionRecord], index_dir: Path, build
     }
 
 
+def _context_length(model: str, cap: int) -> int:
+    """The model's trained context (``max_position_embeddings`` in config.json), at most ``cap``.
+
+    vLLM refuses a ``max_model_len`` above what the model config declares.
+    """
+    config = json.loads((Path(model) / "config.json").read_text())
+    return min(cap, int(config.get("max_position_embeddings") or cap))
+
+
 def run_generation_bench(cfg: SteperConfig, out: Path, model: str | None = None,
                          num_questions: int = 60, batch_size: int = 10, max_tokens: int = 32) -> dict[str, Any]:
     import torch
@@ -196,7 +206,7 @@ def run_generation_bench(cfg: SteperConfig, out: Path, model: str | None = None,
     records = _questions(cfg, num_questions)
     index_dir = out / "index"
     build_index(extract_corpus(records), cfg.index, progress=False).save(index_dir)
-    max_model_len = 8192
+    max_model_len = _context_length(model, 8192)
     teacher = GeneratorConfig(kind="vllm", model=model, max_tokens=max_tokens, max_model_len=max_model_len)
     # Both sides get the teacher prompt file's demonstrations (the job's questions are one
     # generic dataset), in the model's own format (chat for an instruct model).

