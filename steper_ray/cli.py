@@ -18,6 +18,7 @@ from typing import Any
 
 from steper_ray.config import SteperConfig, load_config
 from steper_ray.errors import UserError
+from steper_ray.layout import RunLayout
 
 log = logging.getLogger("steper_ray")
 
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--corpus", help="corpus file: JSONL {id?, title, text} or JSON title -> sentences")
     p.add_argument("--format", help="dataset format (default auto): hotpotqa, 2wikimultihopqa, musique, jsonl")
     p.add_argument("--kind", help="bm25 (default) or dense")
-    p.add_argument("--out", help="index directory (default <run_dir>/index)")
+    p.add_argument("--out", help="index directory: new, empty or an index to rebuild (default: "
+                   "<run_dir>/index/<source name>, beside the stage indexes)")
     _common(p)
 
     p = sub.add_parser("retrieve", help="query a saved index")
@@ -196,7 +198,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "evaluate" and args.compare is not None:
         from steper_ray.evaluate.report import compare_runs
 
-        summary = compare_runs(args.compare, Path(args.out or Path(cfg.run_dir) / "compare"))
+        summary = compare_runs(args.compare, Path(args.out) if args.out else RunLayout(cfg).compare)
         _emit(summary, args.json, None if args.json else
               Path(summary["report"]).read_text() + f"\nreport {summary['report']}, chart {summary['plot']}")
     elif args.command == "evaluate":
@@ -238,7 +240,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary = run_tiny_model(cfg, args.out, dataset=args.dataset, corpus=args.corpus)
         _emit(summary, args.json, None if args.json else f"tiny model saved to {summary['out']}")
     elif args.command == "bench":
-        out = Path(args.out or Path(cfg.run_dir) / "bench" / args.which)
+        out = Path(args.out) if args.out else RunLayout(cfg).bench(args.which)
         if args.which == "retrieval":
             from steper_ray.bench.retrieval import run_retrieval_bench
 

@@ -20,6 +20,7 @@ import torch
 from steper_ray.config import BM25Config, SteperConfig
 from steper_ray.data import extract_corpus, read_dataset
 from steper_ray.generate.examples import trace_examples
+from steper_ray.layout import RunLayout
 from steper_ray.reasoning.generators.evidence import EvidenceGenerator
 from steper_ray.reasoning.loop import Question, StepwiseReasoner
 from steper_ray.retrieval.bm25 import BM25Retriever
@@ -106,7 +107,7 @@ def run_training_bench(cfg: SteperConfig, out: Path, steps: int = 12) -> dict[st
     run_cfg.train.max_steps = steps
     run_cfg.train.checkpoint_every = steps
     run_train(run_cfg)
-    rows = [json.loads(x) for x in (out / "ray_run/train/metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in RunLayout(run_cfg).trained.metrics.read_text().splitlines()]
     ray_rates = [r["tokens_per_s"] for r in rows[WARMUP_STEPS:]]
     ray_tps = sum(ray_rates) / len(ray_rates) if ray_rates else 0.0
 

@@ -11,40 +11,23 @@ import json
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Any
 
-from steper_ray.commands.index import build_dev_index
+from steper_ray.commands.index import dev_indexes
 from steper_ray.config import SteperConfig
 from steper_ray.data import read_dataset
 from steper_ray.data.records import QuestionRecord
 from steper_ray.errors import UserError
 from steper_ray.evaluate.scoring import dataset_metrics
 from steper_ray.evaluate.stage import EvalStage
+from steper_ray.layout import RunLayout, predictions_file
 from steper_ray.models.prepare import resolved
+from steper_ray.models.student import trained_student
 from steper_ray.ray_session import ensure_ray
 from steper_ray.reasoning.demos import demos_to_dicts, plan_demos
-from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
-from steper_ray.train.trainer import trained_student
 
 log = logging.getLogger(__name__)
-
-
-def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
-    """<index_dir>/<dataset> for every dev set; missing ones are built (only under run_dir)."""
-    root = Path(cfg.evaluate.index_dir or Path(cfg.run_dir) / "index")
-    out = {}
-    for spec in cfg.data.dev:
-        path = root / spec.name
-        try:
-            check_index_dir(path)
-        except UserError:
-            if cfg.evaluate.index_dir:  # a user-given index must exist: never build over it
-                raise
-            build_dev_index(spec, cfg.index, path)
-        out[spec.name] = str(path)
-    return out
 
 
 def run_evaluate(cfg: SteperConfig, label: str | None = None) -> dict[str, Any]:
@@ -52,7 +35,7 @@ def run_evaluate(cfg: SteperConfig, label: str | None = None) -> dict[str, Any]:
     ``label`` names the run in comparison reports (default: from its directory and loss mode)."""
     t0 = time.perf_counter()
     ecfg = cfg.evaluate
-    out = Path(ecfg.out or Path(cfg.run_dir) / "evaluate")
+    out = RunLayout(cfg).evaluate
     model = resolved(ecfg.model or trained_student(cfg, "evaluate.model", ecfg.student_engine))
     records: dict[str, list[QuestionRecord]] = {}
     bad: dict[str, int] = {}
@@ -103,11 +86,12 @@ def run_evaluate(cfg: SteperConfig, label: str | None = None) -> dict[str, Any]:
                  100 * done / total, done / max(time.perf_counter() - t_run, 1e-9))
     run_s = time.perf_counter() - t_run
 
-    (out / "predictions").mkdir(parents=True, exist_ok=True)
     metrics = {}
     for name, recs in records.items():
         rows = [rows_by_dataset[name][r.id] for r in recs if r.id in rows_by_dataset[name]]
-        with (out / "predictions" / f"{name}.jsonl").open("w") as fh:
+        path = predictions_file(out, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
         metrics[name] = {**dataset_metrics(rows), "skipped_records": bad[name],
                          "unanswerable_not_scored": unanswerable[name]}

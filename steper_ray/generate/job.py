@@ -12,20 +12,18 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from steper_ray.commands.index import train_index
 from steper_ray.config import SteperConfig
-from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.data import read_dataset
 from steper_ray.data.records import QuestionRecord
-from steper_ray.errors import UserError
 from steper_ray.generate.stage import TeacherStage
 from steper_ray.generate.store import PartStore
+from steper_ray.layout import RunLayout
 from steper_ray.models.prepare import resolved
 from steper_ray.ray_session import ensure_ray
 from steper_ray.reasoning.demos import demo_ids, demos_to_dicts, plan_demos
-from steper_ray.retrieval import build_index
-from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
 
 log = logging.getLogger(__name__)
@@ -69,27 +67,6 @@ def error_row(qid: str, dataset: str, question: str, answers: list[str], reason:
             "error": reason, "num_steps": 0, "num_tokens": 0, "passage_ids": [], "steps": []}
 
 
-def ensure_index(cfg: SteperConfig) -> Path:
-    """The configured index, or <run_dir>/index/train built from the training paragraphs."""
-    if cfg.generate.index:
-        path = Path(cfg.generate.index)
-        check_index_dir(path)  # fail before starting actors, with the rebuild hint
-        return path
-    path = Path(cfg.run_dir) / "index" / "train"
-    try:
-        check_index_dir(path)
-    except UserError:
-        # all paragraphs, also of questions past the limit, pooled and deduplicated
-        passages = extract_corpus(
-            r for spec in cfg.data.train for r in read_dataset(spec.path, spec.format, name=spec.name).records
-        )
-        if not passages:
-            raise UserError("the training datasets have no paragraphs to index; set generate.index") from None
-        log.info("building the training index (%s, %d passages) at %s", cfg.index.kind, len(passages), path)
-        build_index(passages, cfg.index, progress=False).save(path)
-    return path
-
-
 def _placement_args(tp: int, num_cpus: float) -> Any:
     """With tensor parallel > 1, each actor gets a placement group of `tp` one-GPU bundles on
     one node; vLLM's Ray executor puts its workers there (the actor itself holds no GPU)."""
@@ -108,7 +85,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
     """Run (or resume) generation; ``on_batch(questions, tokens)`` is called per written batch."""
     t0 = time.perf_counter()
     gcfg = cfg.generate.model_copy(update={"teacher": resolved(cfg.generate.teacher)})
-    out = Path(gcfg.out or Path(cfg.run_dir) / "generate")
+    out = RunLayout(cfg).generate
     records, bad_rows = read_training_questions(cfg)
     demos, demo_info, held_out = {}, {}, set()
     if gcfg.teacher.kind != "evidence":  # the evidence teacher reads no prompt
@@ -129,7 +106,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
 
     processed = tokens = 0
     if pending:
-        index = ensure_index(cfg)
+        index = train_index(cfg)
         ensure_ray()
         import ray
 

@@ -11,19 +11,17 @@ from typing import Any
 
 from steper_ray.config import DeploymentConfig, GeneratorConfig, SteperConfig, load_config
 from steper_ray.errors import UserError
+from steper_ray.layout import RunLayout
 from steper_ray.models.prepare import resolved
 from steper_ray.retrieval.store import check_index_dir
-from steper_ray.train.trainer import trained_student
+from steper_ray.models.student import trained_student
 
 log = logging.getLogger(__name__)
 
 
 def serve_index(cfg: SteperConfig) -> Path:
-    if cfg.serve.index:
-        path = Path(cfg.serve.index)
-    elif cfg.data.dev:
-        path = Path(cfg.run_dir) / "index" / cfg.data.dev[0].name
-    else:
+    path = RunLayout(cfg).serve_index
+    if path is None:
         raise UserError("set serve.index: there is no dev set whose index could be served")
     check_index_dir(path)  # fails now, with the rebuild command, not in a replica
     return path.resolve()
