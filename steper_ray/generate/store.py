@@ -50,6 +50,8 @@ EXAMPLE_SCHEMA = pa.schema([
     ("step", pa.int64()), ("prompt", pa.string()), ("completion", pa.string()),
     ("question", pa.string()), ("passages", pa.list_(PASSAGE_TYPE)), ("reasoning", pa.list_(pa.string())),
 ])
+# What a teacher actor returns per question: the trace row and its examples (kept traces only).
+TEACHER_ROW_SCHEMA = TRACE_SCHEMA.append(pa.field("examples", pa.list_(pa.struct(list(EXAMPLE_SCHEMA)))))
 _PART = re.compile(r"^part-(\d+)-([0-9a-f]+)\.parquet$")
 # Columns this store and training read from every part: a part without them is unusable.
 _REQUIRED = {"traces": ("question_id", "dataset", "kept", "drop_reason", "num_tokens"),
