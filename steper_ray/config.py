@@ -357,6 +357,10 @@ class TrainConfig(Section):
     cpus_per_worker: float = Field(
         0.5, gt=0, description="CPUs reserved per worker; leave some free for the Ray Data reads."
     )
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch intra-op threads per worker; None: one per whole CPU the worker "
+        "reserves (Ray's default, at least 1), or torch's default without Ray."
+    )
     checkpoint_every: int = Field(20, ge=1, description="Checkpoint (and report) every N steps.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept by Ray Train.")
     max_failures: int = Field(2, ge=0, description="Worker failures survived (restart from the last checkpoint).")
