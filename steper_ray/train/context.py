@@ -74,16 +74,31 @@ class LocalContext:
 
     def __init__(self, checkpoints: Path):
         self.checkpoints = Path(checkpoints)
+        self._set_env: list[str] = []
+        self._group_was_up = False
 
     def init_process_group(self) -> None:
         """A one-process group, so DeepSpeed runs without a launcher (a launcher's own
-        environment, when there is one, wins)."""
+        environment, when there is one, wins). ``close`` undoes it."""
+        self._group_was_up = dist.is_available() and dist.is_initialized()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
                            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
-            os.environ.setdefault(key, value)
+            if key not in os.environ:
+                os.environ[key] = value
+                self._set_env.append(key)
+
+    def close(self) -> None:
+        """Leave the process as it was: destroy the process group this run started and remove
+        the rendezvous variables it set (a later run, or a subprocess inheriting this
+        environment, would otherwise join a group that is gone)."""
+        if not self._group_was_up and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key in self._set_env:
+            os.environ.pop(key, None)
+        self._set_env = []
 
     def rows(self, examples: str) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq

@@ -332,7 +332,15 @@ def train_worker(config: dict[str, Any], ctx: TrainContext) -> None:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """``TorchTrainer``'s entry, also callable as a plain function: the worker body with the
-    Ray Train context inside a Ray Train worker, else the local one."""
-    ctx: TrainContext = (RayTrainContext() if in_ray_train_worker()
-                         else LocalContext(TrainDir(Path(config["out"])).local_checkpoints))
-    train_worker(config, ctx)
+    Ray Train context inside a Ray Train worker, else the local one, which leaves no
+    rendezvous variables (RANK, WORLD_SIZE, MASTER_PORT, ...) and no process group behind."""
+    if in_ray_train_worker():
+        train_worker(config, RayTrainContext())
+        return
+    # Plain mode: the process outlives the run, so its environment and process group are
+    # put back as they were, also when the run fails.
+    local = LocalContext(TrainDir(Path(config["out"])).local_checkpoints)
+    try:
+        train_worker(config, local)
+    finally:
+        local.close()

@@ -62,3 +62,24 @@ def test_optimizer_groups_follow_transformers_decay_rule(tiny_model_dir: Path) -
 def test_warmup_rounds_up_like_the_trainer(ratio: float, total: int, warmup: int) -> None:
     assert warmup_steps(TrainConfig(warmup_ratio=ratio), total) == warmup
 
+
+
+def test_local_context_leaves_the_process_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # a launcher's own value is kept, not removed
+    ctx = LocalContext(tmp_path / "checkpoints")
+    ctx.init_process_group()
+    assert os.environ["WORLD_SIZE"] == "1" and os.environ["MASTER_PORT"]
+    dist.init_process_group("gloo")  # what deepspeed.init_distributed does with that environment
+    try:
+        assert dist.get_world_size() == 1
+    finally:
+        ctx.close()
+    assert not dist.is_initialized()
+    assert not {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} & set(os.environ)
+    assert os.environ["LOCAL_RANK"] == "0"
