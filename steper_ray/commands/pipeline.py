@@ -18,11 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import SteperConfig, dump_config
 from steper_ray.commands.index import build_dev_index
+from steper_ray.config import SteperConfig, dump_config
+from steper_ray.console import Console, run_stage
 from steper_ray.data import read_dataset
 from steper_ray.evaluate.metrics import mean_recall_at
 from steper_ray.layout import RunLayout
+from steper_ray.progress import progress
 from steper_ray.retrieval import load_index
 from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
@@ -34,12 +36,14 @@ def stage_index(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     """One index per dev set (``RunLayout.dev_index``); a user's ``evaluate.index_dir`` is checked, not built."""
     layout = RunLayout(cfg)
     datasets: dict[str, Any] = {}
+    progress().start(len(cfg.data.dev), "datasets")
     for spec in cfg.data.dev:
         path = layout.dev_index(spec.name)
         if layout.dev_indexes_are_ours:
             datasets[spec.name] = build_dev_index(spec, cfg.index, path)
         else:
             datasets[spec.name] = {"given": str(path), "passages": check_index_dir(path)["num_passages"]}
+        progress().advance()
     return {"kind": cfg.index.kind, "datasets": datasets}
 
 
@@ -47,6 +51,7 @@ def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     layout = RunLayout(cfg)
     cutoffs = sorted(cfg.retrieval.recall_at)
     metrics = {}
+    progress().start(len(cfg.data.dev), "datasets")
     for spec in cfg.data.dev:
         read = read_dataset(spec.path, spec.format, spec.limit, name=spec.name).records
         records = [r for r in read if r.answerable]  # MuSiQue-Full: support scored on answerable only
@@ -64,6 +69,7 @@ def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
             "unanswerable_not_scored": len(read) - len(records),
             **{f"recall@{k}": round(v or 0.0, 4) for k, v in recall.items()},
         }
+        progress().advance()
     return {"metrics": metrics}
 
 
@@ -114,7 +120,9 @@ def pipeline_stages(cfg: SteperConfig) -> list[tuple[str, Callable[[SteperConfig
     ]
 
 
-def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
+def run_pipeline(cfg: SteperConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run every stage not finished yet; with a ``console``, each shows one progress line and
+    logs into ``<run_dir>/logs/<stage>.log`` (a failure shows the log's tail: StageFailed)."""
     layout = RunLayout(cfg)
     run_dir = layout.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,13 +135,15 @@ def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
         done = out / "summary.json"
         if done.is_file():
             log.info("stage %s: already complete, skipped (delete %s to redo it)", name, out)
+            if console is not None:
+                console.print(f"{name:<15} skipped (already complete; delete {out} to redo it)")
             result = json.loads(done.read_text())
             stages.append({"stage": name, "status": "skipped", "seconds": result.get("seconds", 0.0)})
         else:
             log.info("stage %s: running", name)
             out.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            result = fn(cfg, out)
+            result = run_stage(console, name, layout.log_file(name), fn, cfg, out)
             result["seconds"] = round(time.perf_counter() - t0, 3)
             write_summary(out, result)
             stages.append({"stage": name, "status": "done", "seconds": result["seconds"]})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,9 @@ def app_builder(args: dict[str, Any]) -> Any:
     return build_app(load_config(args.get("config"), list(args.get("overrides") or [])))
 
 
-def run_serve(cfg: SteperConfig, block: bool = True) -> dict[str, Any]:
+def run_serve(cfg: SteperConfig, block: bool = True, announce: Callable[[str], None] = print) -> dict[str, Any]:
     """Start (or update) the application on the connected Ray cluster and, with ``block``,
-    keep it up until Ctrl-C / SIGTERM."""
+    keep it up until Ctrl-C / SIGTERM; ``announce`` shows the one line saying where it listens."""
     from ray import serve
 
     from steper_ray.ray_session import ensure_ray
@@ -96,7 +97,7 @@ def run_serve(cfg: SteperConfig, block: bool = True) -> dict[str, Any]:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        print(f"steper-ray serve: listening on {url} (Ctrl-C to stop)", flush=True)
+        announce(f"steper-ray serve: listening on {url} (Ctrl-C to stop)")
         stop.wait()
         serve.delete(s.app_name)
         log.info("application %s deleted", s.app_name)

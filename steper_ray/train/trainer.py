@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from steper_ray.config import SteperConfig
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout, TrainDir
 from steper_ray.models.student import resolve_student
+from steper_ray.progress import progress
 from steper_ray.ray_session import ensure_ray
 from steper_ray.summary import write_summary
 from steper_ray.train.loop import make_loop_config, train_loop_per_worker
@@ -35,10 +39,60 @@ def resolve_examples(cfg: SteperConfig) -> str:
     return str(path)
 
 
+def last_logged_step(metrics: Path) -> dict[str, Any] | None:
+    """The last complete row of a metrics.jsonl being written (None before the first)."""
+    try:
+        with metrics.open("rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 16384))
+            lines = fh.read().split(b"\n")
+    except OSError:
+        return None
+    for line in reversed(lines[:-1]):  # the part after the last newline may be half-written
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
+
+
+@contextmanager
+def steps_progress(metrics: Path, every_s: float = 1.0) -> Iterator[None]:
+    """While training runs, the stage's progress follows the optimizer steps rank 0 logs."""
+    bar = progress()
+    bar.start(None, "steps")
+    stop = threading.Event()
+
+    def follow() -> None:
+        seen = None
+        while not stop.wait(every_s):
+            row = last_logged_step(metrics)
+            if row is not None and row != seen:
+                seen = row
+                bar.update(int(row["step"]), row.get("total_steps"))
+
+    thread = threading.Thread(target=follow, name="steps-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        row = last_logged_step(metrics)
+        if row is not None:
+            bar.update(int(row["step"]), row.get("total_steps"))
+
+
 def run_train(cfg: SteperConfig) -> dict[str, Any]:
     import ray
     import ray.train
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
     t0 = time.perf_counter()
@@ -68,7 +122,8 @@ def run_train(cfg: SteperConfig) -> dict[str, Any]:
             failure_config=FailureConfig(max_failures=tcfg.max_failures),
         ),
     )
-    result = trainer.fit()
+    with steps_progress(files.metrics):
+        result = trainer.fit()
     rows = read_metrics(files.metrics)
     plot = plot_sigmas(rows, files.sigma_plot) if rows else None
     state = files.state

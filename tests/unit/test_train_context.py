@@ -83,3 +83,23 @@ def test_local_context_leaves_the_process_as_it_was(tmp_path: Path, monkeypatch:
     assert not dist.is_initialized()
     assert not {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} & set(os.environ)
     assert os.environ["LOCAL_RANK"] == "0"
+
+
+def test_training_progress_follows_the_logged_steps(tmp_path: Path) -> None:
+    import json
+    import time
+
+    from steper_ray.progress import Progress, active
+    from steper_ray.train.trainer import last_logged_step, steps_progress
+
+    metrics = tmp_path / "metrics.jsonl"
+    assert last_logged_step(metrics) is None  # not written yet
+    bar = Progress("train")
+    with active(bar), steps_progress(metrics, every_s=0.01):
+        metrics.write_text(json.dumps({"step": 1, "total_steps": 4}) + "\n" + '{"step": 2, "tot')  # half-written
+        deadline = time.time() + 5
+        while bar.done != 1 and time.time() < deadline:
+            time.sleep(0.01)
+        assert (bar.done, bar.total, bar.unit) == (1, 4, "steps")
+        metrics.write_text(metrics.read_text().rsplit("\n", 1)[0] + "\n" + json.dumps({"step": 4, "total_steps": 4}) + "\n")
+    assert (bar.done, bar.total) == (4, 4)  # the last row is read once more when training ends
