@@ -21,6 +21,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, Any
 
+from steper_ray.errors import UserError
 from steper_ray.progress import Progress, active, format_seconds
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,9 @@ class Console:
                     yield bar
                 except BaseException as exc:
                     failure = exc
-                    if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    if isinstance(exc, UserError):  # a mistake to fix: its message, no traceback
+                        log.error("stage %s failed: %s", name, exc)
+                    elif not isinstance(exc, (KeyboardInterrupt, SystemExit)):
                         log.exception("stage %s failed", name)
                     raise
         finally:
