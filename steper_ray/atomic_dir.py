@@ -1,19 +1,44 @@
-"""Directories that appear whole or not at all (indexes, prepared models)."""
+"""Directories that appear whole or not at all (indexes, prepared models), and the rule that a
+build only ever replaces a directory of its own kind: never one that holds other data."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from steper_ray.errors import UserError
+
+
+def foreign_entries(out: Path, own: Callable[[str], bool]) -> list[str]:
+    """Names directly inside ``out`` that ``own`` does not claim (``out`` itself when it is a
+    file); [] when ``out`` is absent or empty."""
+    out = Path(out)
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        return [out.name]
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not own(p.name))
+
+
+def refuse_foreign(out: Path, own: Callable[[str], bool], what: str) -> None:
+    """Raise UserError (exit 2, nothing changed) when ``out`` holds anything that is not ``what``:
+    a build swaps its whole directory in, so it must never land on someone else's files."""
+    others = foreign_entries(out, own)
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise UserError(f"{out} holds other data ({shown}), not only {what}; it would be replaced whole, "
+                        "so choose a new or empty directory (nothing was changed)")
 
 
 @contextmanager
 def atomic_dir(out: Path) -> Iterator[Path]:
     """Build into a temporary sibling and swap it in only when complete, so an interrupted
-    build never leaves a half-written directory where a good one (or nothing) was."""
+    build never leaves a half-written directory where a good one (or nothing) was. Callers
+    check first (``refuse_foreign``) that ``out`` is theirs to replace."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))

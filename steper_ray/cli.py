@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from steper_ray.config import SteperConfig, load_config
+from steper_ray.console import LOG_FORMAT, Console, StageFailed, run_stage
 from steper_ray.errors import UserError
+from steper_ray.layout import RunLayout
 
 log = logging.getLogger("steper_ray")
 
@@ -32,7 +34,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="steper-ray", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="everything on the terminal: Ray's logs, workers' output, debug logging "
+                        "(default: one progress line per stage, the rest in <run_dir>/logs/)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("pipeline", help="run every stage end to end (no arguments: embedded default)")
@@ -66,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--corpus", help="corpus file: JSONL {id?, title, text} or JSON title -> sentences")
     p.add_argument("--format", help="dataset format (default auto): hotpotqa, 2wikimultihopqa, musique, jsonl")
     p.add_argument("--kind", help="bm25 (default) or dense")
-    p.add_argument("--out", help="index directory (default <run_dir>/index)")
+    p.add_argument("--out", help="index directory: new, empty or an index to rebuild (default: "
+                   "<run_dir>/index/<source name>, beside the stage indexes)")
     _common(p)
 
     p = sub.add_parser("retrieve", help="query a saved index")
@@ -134,25 +139,35 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def _emit(summary: dict[str, Any], as_json: bool, text: str | None = None) -> None:
+def _emit(console: Console, summary: dict[str, Any], as_json: bool, text: str | None = None) -> None:
+    """The command's last output: its text, then (``--json``) the summary as the last line."""
+    if text:
+        console.print(text)
+    if as_json:
+        console.print(json.dumps(summary, default=str))
+
+
+def _staged(console: Console, cfg: SteperConfig, name: str, fn: Any, *args: Any) -> Any:
+    """A command that is one stage: ``fn(*args)`` with its progress line and its log
+    (``<run_dir>/logs/<name>.log``); Ray, when this command started it, stops inside."""
     from steper_ray.ray_session import shutdown_if_started
 
-    shutdown_if_started()  # Ray's forwarded worker logs must not follow the summary line
-    if text:
-        print(text)
-    if as_json:
-        print(json.dumps(summary, default=str))
+    log_file = RunLayout(cfg).log_file(name)
+    with console.session(name, log_file):
+        result = run_stage(console, name, log_file, fn, *args)
+        shutdown_if_started()  # its forwarded worker output goes to the log, not after the summary
+    return result
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace, console: Console) -> int:
     if args.command == "config-reference":
         from steper_ray.commands.config_reference import render_reference, update_readme
 
         if args.write:
             changed = update_readme(Path(args.write))
-            print(f"{args.write}: configuration reference {'updated' if changed else 'already up to date'}")
+            console.print(f"{args.write}: configuration reference {'updated' if changed else 'already up to date'}")
         else:
-            print(render_reference())
+            console.print(render_reference())
         return 0
     if args.command == "model":
         from steper_ray.models.prepare import prepare_gguf, prepare_known
@@ -167,53 +182,59 @@ def _dispatch(args: argparse.Namespace) -> int:
             summary = prepare_known(args.name, args.out)
         else:
             raise UserError("name a model (smollm2) or pass --gguf FILE --out DIR")
-        _emit(summary, args.json, None if args.json else summary["out"])
+        _emit(console, summary, args.json, None if args.json else summary["out"])
         return 0
     cfg: SteperConfig = load_config(args.config, [*args.overrides, *_flag_overrides(args)])
 
     if args.command == "pipeline":
         from steper_ray.commands.pipeline import format_table, run_pipeline
+        from steper_ray.ray_session import shutdown_if_started
 
-        summary = run_pipeline(cfg)
-        if args.serve:
-            from steper_ray.serve.app import run_serve
+        layout = RunLayout(cfg)
+        console.print(f"steper-ray pipeline: run {layout.run_dir}, logs in {layout.logs}/")
+        with console.session("pipeline", layout.log_file("pipeline")):
+            summary = run_pipeline(cfg, console)
+            if args.serve:
+                from steper_ray.serve.app import run_serve
 
-            print(format_table(summary), flush=True)
-            summary["serve"] = run_serve(cfg)
-            _emit(summary, args.json)
-        else:
-            _emit(summary, args.json, format_table(summary))
+                console.print(format_table(summary))
+                summary["serve"] = run_serve(cfg, announce=console.print)
+            shutdown_if_started()
+        _emit(console, summary, args.json, None if args.serve else format_table(summary))
     elif args.command == "generate":
         from steper_ray.generate.job import run_generate
 
-        summary = run_generate(cfg)
-        _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
+        summary = _staged(console, cfg, "generate", run_generate, cfg)
+        _emit(console, summary, args.json, None if args.json else json.dumps(summary, indent=2))
     elif args.command == "train":
         from steper_ray.train.trainer import run_train
 
-        summary = run_train(cfg)
-        _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
+        summary = _staged(console, cfg, "train", run_train, cfg)
+        _emit(console, summary, args.json, None if args.json else json.dumps(summary, indent=2))
     elif args.command == "evaluate" and args.compare is not None:
         from steper_ray.evaluate.report import compare_runs
 
-        summary = compare_runs(args.compare, Path(args.out or Path(cfg.run_dir) / "compare"))
-        _emit(summary, args.json, None if args.json else
+        summary = compare_runs(args.compare, Path(args.out) if args.out else RunLayout(cfg).compare)
+        _emit(console, summary, args.json, None if args.json else
               Path(summary["report"]).read_text() + f"\nreport {summary['report']}, chart {summary['plot']}")
     elif args.command == "evaluate":
         from steper_ray.evaluate.job import run_evaluate
 
-        summary = run_evaluate(cfg)
-        _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
+        summary = _staged(console, cfg, "evaluate", run_evaluate, cfg)
+        _emit(console, summary, args.json, None if args.json else json.dumps(summary, indent=2))
     elif args.command == "serve":
         from steper_ray.serve.app import run_serve
 
-        summary = run_serve(cfg)
-        _emit(summary, args.json)
+        log_file = RunLayout(cfg).log_file("serve")
+        console.print(f"steper-ray serve: logs in {log_file}")
+        with console.session("serve", log_file):
+            summary = run_serve(cfg, announce=console.print)
+        _emit(console, summary, args.json)
     elif args.command == "index":
         from steper_ray.commands.index import run_index
 
-        summary = run_index(cfg)
-        _emit(summary, args.json, None if args.json else
+        summary = _staged(console, cfg, "index", run_index, cfg)
+        _emit(console, summary, args.json, None if args.json else
               f"indexed {summary['passages']} passages ({summary['kind']}) into {summary['out']}")
     elif args.command == "retrieve":
         from steper_ray.commands.retrieve import read_queries, run_retrieve
@@ -226,37 +247,39 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise UserError("--query is empty; pass the text to search for")
         for query, hits in run_retrieve(args.index, queries, k):
             if args.json:
-                print(json.dumps({"query": query, "hits": [
+                console.print(json.dumps({"query": query, "hits": [
                     {"id": h.id, "title": h.title, "score": round(h.score, 6)} for h in hits]}))
             else:
-                print(f"# {query}")
+                console.print(f"# {query}")
                 for rank, h in enumerate(hits, 1):
-                    print(f"{rank:>3}. {h.score:8.3f}  {h.title}  [{h.id}]")
+                    console.print(f"{rank:>3}. {h.score:8.3f}  {h.title}  [{h.id}]")
     elif args.command == "tiny-model":
         from steper_ray.commands.tiny_model import run_tiny_model
 
-        summary = run_tiny_model(cfg, args.out, dataset=args.dataset, corpus=args.corpus)
-        _emit(summary, args.json, None if args.json else f"tiny model saved to {summary['out']}")
+        summary = _staged(console, cfg, "tiny-model", run_tiny_model, cfg, args.out, args.dataset, args.corpus)
+        _emit(console, summary, args.json, None if args.json else f"tiny model saved to {summary['out']}")
     elif args.command == "bench":
-        out = Path(args.out or Path(cfg.run_dir) / "bench" / args.which)
+        out = Path(args.out) if args.out else RunLayout(cfg).bench(args.which)
+        name = f"bench-{args.which}"
         if args.which == "retrieval":
             from steper_ray.bench.retrieval import run_retrieval_bench
 
-            summary = run_retrieval_bench(cfg, data_dir=args.data_dir, out=out)
+            summary = _staged(console, cfg, name, lambda: run_retrieval_bench(cfg, data_dir=args.data_dir, out=out))
         elif args.which == "serving":
             from steper_ray.bench.serving import run_serving_bench
 
-            summary = run_serving_bench(cfg, out)
+            summary = _staged(console, cfg, name, run_serving_bench, cfg, out)
         elif args.which == "training":
             from steper_ray.bench.training import run_training_bench
 
-            summary = run_training_bench(cfg, out, cfg.bench.training.steps)
+            summary = _staged(console, cfg, name, run_training_bench, cfg, out, cfg.bench.training.steps)
         else:
             from steper_ray.bench.generation import run_generation_bench
 
             g = cfg.bench.generation
-            summary = run_generation_bench(cfg, out, g.model, g.num_questions, g.batch_size, g.max_tokens)
-        _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
+            summary = _staged(console, cfg, name, run_generation_bench, cfg, out, g.model, g.num_questions,
+                              g.batch_size, g.max_tokens)
+        _emit(console, summary, args.json, None if args.json else json.dumps(summary, indent=2))
     return 0
 
 
@@ -273,22 +296,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "compare", None):  # nargs="+" also swallows trailing key=value overrides
         args.overrides += [x for x in args.compare if "=" in x]
         args.compare = [x for x in args.compare if "=" not in x]
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Quiet (default): log records go to the command's and each stage's log file; the terminal
+    # shows warnings of commands without a log. --verbose: everything on the terminal.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     if not args.verbose:
+        for handler in logging.getLogger().handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(logging.WARNING)
         for noisy in ("sentence_transformers", "httpx", "faiss"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # our own progress line replaces Ray Data's progress bars (read when Ray Data is imported)
+        os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    console = Console(verbose=args.verbose)
     try:
-        return _dispatch(args)
+        return _dispatch(args, console)
+    except StageFailed as failed:
+        cause = failed.__cause__
+        if isinstance(cause, UserError):
+            console.print(f"steper-ray {args.command}: error: {cause}", err=True)
+            return 2
+        console.print(f"steper-ray {args.command}: {type(cause).__name__}: {cause} (traceback in {failed})", err=True)
+        return 1
     except UserError as exc:
-        print(f"steper-ray {args.command}: error: {exc}", file=sys.stderr)
+        console.print(f"steper-ray {args.command}: error: {exc}", err=True)
         return 2
     except KeyboardInterrupt:
-        print(f"steper-ray {args.command}: interrupted", file=sys.stderr)
+        console.print(f"steper-ray {args.command}: interrupted", err=True)
         return 130
 
 

@@ -140,7 +140,9 @@ class IndexConfig(Section):
     )
     format: DatasetFormat = Field("auto", description="Format of 'dataset'; 'auto' detects it.")
     out: str | None = Field(
-        None, description="Index directory for `steper-ray index`; default <run_dir>/index."
+        None, description="Index directory for `steper-ray index`: new, empty, or an index to rebuild "
+        "(a directory holding anything else is refused); None: <run_dir>/index/<source name>, beside "
+        "the stage indexes."
     )
     bm25: BM25Config = Field(default_factory=BM25Config, description="BM25 settings.")
     dense: DenseConfig = Field(default_factory=DenseConfig, description="Dense settings.")
@@ -328,7 +330,8 @@ class TrainConfig(Section):
         "'completion', 'chat' (its chat template), or 'auto' (chat when the base model has one).",
     )
     examples: str | None = Field(
-        None, description="Step examples (Parquet file or directory); None: <run_dir>/generate/examples."
+        None, description="Step examples (Parquet file or directory); None: the examples generate "
+        "writes, <generate.out or <run_dir>/generate>/examples."
     )
     out: str | None = Field(None, description="Output directory; None: <run_dir>/train.")
     run_name: str = Field("student", description="Ray Train run name; a rerun with the same name resumes.")
@@ -353,6 +356,10 @@ class TrainConfig(Section):
     use_gpu: bool = Field(False, description="Workers get one GPU each, NCCL; else CPU and gloo.")
     cpus_per_worker: float = Field(
         0.5, gt=0, description="CPUs reserved per worker; leave some free for the Ray Data reads."
+    )
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="torch intra-op threads per worker; None: one per whole CPU the worker "
+        "reserves (Ray's default, at least 1), or torch's default without Ray."
     )
     checkpoint_every: int = Field(20, ge=1, description="Checkpoint (and report) every N steps.")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept by Ray Train.")
@@ -436,7 +443,8 @@ class ServeConfig(Section):
         "kind 'vllm' uses vLLM's async engine (continuous batching across requests).",
     )
     index: str | None = Field(
-        None, description="Index directory served by the retriever; None: <run_dir>/index/<first dev set>."
+        None, description="Index directory served by the retriever; None: the first dev set's index "
+        "(<evaluate.index_dir or <run_dir>/index>/<name>)."
     )
     max_question_chars: int = Field(1000, ge=1, description="Longest question accepted (longer: 422).")
     max_k: int = Field(20, ge=1, description="Largest per-request 'k' accepted.")

@@ -1,6 +1,7 @@
 """`steper-ray bench training`: tokens/s of the Ray Train + DeepSpeed loop against a plain
-single-process torch loop on the same tiny model and step examples, and the padding waste of
-our batch plan against naive per-task padding.
+single-process torch loop on the same tiny model and step examples (two workers, as configured),
+one Ray Train worker against the same worker body run without Ray (the framework's own
+overhead), and the padding waste of our batch plan against naive per-task padding.
 
 The examples are real: the evidence teacher's step examples for the bundled training
 questions. Tokens/s counts non-padding tokens, averaged over the steps after the first two.
@@ -9,6 +10,8 @@ questions. Tokens/s counts non-padding tokens, averaged over the steps after the
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,13 @@ import torch
 from steper_ray.config import BM25Config, SteperConfig
 from steper_ray.data import extract_corpus, read_dataset
 from steper_ray.generate.examples import trace_examples
+from steper_ray.layout import RunLayout, TrainDir
 from steper_ray.reasoning.generators.evidence import EvidenceGenerator
 from steper_ray.reasoning.loop import Question, StepwiseReasoner
 from steper_ray.retrieval.bm25 import BM25Retriever
 from steper_ray.summary import write_summary
 from steper_ray.train.data import collate, encode_all, padding_waste, plan_steps
-from steper_ray.train.loop import StudentWithLoss
+from steper_ray.train.loop import StudentWithLoss, make_loop_config
 from steper_ray.train.loss import TASKS, StepERLoss
 
 WARMUP_STEPS = 2
@@ -75,11 +79,61 @@ def plain_loop_tokens_per_s(model_dir: str, items: list[Any], steps: list[list[l
     return sum(rates) / len(rates) if rates else 0.0
 
 
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def _steady_tokens_per_s(metrics: Path) -> float:
+    """Mean tokens/s of the logged steps after the warm-up ones."""
+    rows = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    rates = [r["tokens_per_s"] for r in rows[WARMUP_STEPS:]]
+    return sum(rates) / len(rates) if rates else 0.0
+
+
+def _fresh(path: Path) -> Path:
+    # The benchmark's own run directory: a previous run's checkpoints would be resumed and its
+    # metrics appended to, so it starts empty.
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def ray_train_run(cfg: SteperConfig, run_dir: Path) -> dict[str, float]:
+    """`steper-ray train` with ``cfg`` into ``run_dir``: steady tokens/s and wall seconds."""
+    from steper_ray.train.trainer import run_train
+
+    cfg = cfg.model_copy(update={"run_dir": str(_fresh(run_dir))})
+    t0 = time.perf_counter()
+    run_train(cfg)
+    return {"tokens_per_s": _steady_tokens_per_s(RunLayout(cfg).trained.metrics),
+            "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def worker_body_run(cfg: SteperConfig, train_dir: Path) -> dict[str, float]:
+    """The training worker body without Ray (LocalContext), in a process of its own so that
+    its process group and DeepSpeed state stay out of this one: tokens/s and wall seconds."""
+    import subprocess
+    import sys
+
+    import steper_ray
+
+    _fresh(train_dir)
+    config = make_loop_config(cfg.train, cfg.train.student or "", cfg.train.examples or "", str(train_dir))
+    code = ("import json, sys\nfrom steper_ray.train.loop import train_loop_per_worker\n"
+            "train_loop_per_worker(json.loads(sys.argv[1]))\n")
+    root = str(Path(steper_ray.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(config)], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the plain training worker failed:\n{done.stderr[-3000:]}")
+    return {"tokens_per_s": _steady_tokens_per_s(TrainDir(train_dir).metrics),
+            "wall_s": round(time.perf_counter() - t0, 2)}
+
+
 def run_training_bench(cfg: SteperConfig, out: Path, steps: int = 12) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from steper_ray.commands.tiny_model import run_tiny_model
-    from steper_ray.train.trainer import run_train
 
     out.mkdir(parents=True, exist_ok=True)
     model_dir = out / "model"
@@ -99,16 +153,17 @@ def run_training_bench(cfg: SteperConfig, out: Path, steps: int = 12) -> dict[st
 
     plain = plain_loop_tokens_per_s(str(model_dir), items, plan[:steps], tok.pad_token_id, tcfg.lr)
 
-    run_cfg = cfg.model_copy(deep=True)
-    run_cfg.run_dir = str(out / "ray_run")
-    run_cfg.train.student = str(model_dir)
-    run_cfg.train.examples = str(ex_path)
-    run_cfg.train.max_steps = steps
-    run_cfg.train.checkpoint_every = steps
-    run_train(run_cfg)
-    rows = [json.loads(x) for x in (out / "ray_run/train/metrics.jsonl").read_text().splitlines()]
-    ray_rates = [r["tokens_per_s"] for r in rows[WARMUP_STEPS:]]
-    ray_tps = sum(ray_rates) / len(ray_rates) if ray_rates else 0.0
+    threads = torch.get_num_threads()  # what the plain loop above used
+    base = cfg.model_copy(deep=True)
+    base.train.student, base.train.examples = str(model_dir), str(ex_path)
+    base.train.max_steps = base.train.checkpoint_every = steps
+    one = base.model_copy(deep=True)
+    # The framework's own overhead: one worker against the same worker body without Ray, both
+    # with the plain loop's threads (a Ray worker reserving half a CPU would get one thread).
+    one.train.num_workers, one.train.threads_per_worker = 1, threads
+    body = worker_body_run(one, out / "plain_worker")
+    ray_one = ray_train_run(one, out / "ray_1_worker")
+    ray_n = ray_train_run(base, out / "ray_run")
 
     summary = {
         "benchmark": "training",
@@ -120,9 +175,17 @@ def run_training_bench(cfg: SteperConfig, out: Path, steps: int = 12) -> dict[st
         "padding_waste": {"ours": round(ours, 4), "naive_per_task": round(naive, 4)},
         "tokens_per_s": {
             "plain_torch_1_process": round(plain, 1),
-            f"ray_train_deepspeed_zero{tcfg.zero_stage}_{tcfg.num_workers}_workers": round(ray_tps, 1),
+            f"worker_body_without_ray_1_process_{threads}_threads": round(body["tokens_per_s"], 1),
+            f"ray_train_deepspeed_zero{tcfg.zero_stage}_1_worker_{threads}_threads": round(ray_one["tokens_per_s"], 1),
+            f"ray_train_deepspeed_zero{tcfg.zero_stage}_{tcfg.num_workers}_workers": round(ray_n["tokens_per_s"], 1),
         },
-        "ratio_ray_over_plain": round(ray_tps / plain, 3) if plain else None,
+        "ratio_ray_over_plain": round(ray_n["tokens_per_s"] / plain, 3) if plain else None,
+        # one Ray Train worker against the plain loop (the same worker body without Ray): Ray
+        # Train's own overhead per optimizer step
+        "ratio_one_worker_over_plain": _ratio(ray_one["tokens_per_s"], body["tokens_per_s"]),
+        "ratio_one_worker_over_plain_torch": _ratio(ray_one["tokens_per_s"], plain),
+        "wall_s_with_startup": {"worker_body_without_ray": body["wall_s"], "ray_train_1_worker": ray_one["wall_s"],
+                                f"ray_train_{tcfg.num_workers}_workers": ray_n["wall_s"]},
         "steps_timed": max(0, steps - WARMUP_STEPS),
     }
     write_summary(out, summary)

@@ -1,4 +1,5 @@
-"""`steper-ray index`: read a dataset (pooling its paragraphs) or a corpus, build, save."""
+"""Index recipes: `steper-ray index` (a dataset's pooled paragraphs or a corpus, built and
+saved), and the run's stage indexes (the training index, one per dev set), built when missing."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from steper_ray.config import DatasetSpec, IndexConfig, SteperConfig
 from steper_ray.data import extract_corpus, read_corpus, read_dataset
 from steper_ray.data.records import BadRecord, Passage
 from steper_ray.errors import UserError
+from steper_ray.layout import RunLayout
 from steper_ray.retrieval import build_index
+from steper_ray.retrieval.store import check_index_dir, check_index_target
 from steper_ray.summary import write_summary
 
 log = logging.getLogger(__name__)
@@ -43,8 +46,51 @@ def build_dev_index(spec: DatasetSpec, index_cfg: IndexConfig, path: Path) -> di
     return {**result.summary(), "passages": len(passages), "build_s": round(time.perf_counter() - t0, 3)}
 
 
+def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
+    """The index of every dev set (``RunLayout.dev_index``). The run's own are built when
+    missing or unreadable; a user's ``evaluate.index_dir`` is only checked, never built over
+    (IndexLoadError naming the rebuild command)."""
+    layout = RunLayout(cfg)
+    out = {}
+    for spec in cfg.data.dev:
+        path = layout.dev_index(spec.name)
+        try:
+            check_index_dir(path)
+        except UserError:
+            if not layout.dev_indexes_are_ours:
+                raise
+            build_dev_index(spec, cfg.index, path)
+        out[spec.name] = str(path)
+    return out
+
+
+def train_index(cfg: SteperConfig) -> Path:
+    """The index generation retrieves from: ``generate.index`` (checked, never built over), or
+    the run's training index over every training paragraph, built when missing or unreadable."""
+    layout = RunLayout(cfg)
+    path = layout.train_index
+    try:
+        check_index_dir(path)  # fail before starting actors, with the rebuild hint
+    except UserError:
+        if not layout.train_index_is_ours:
+            raise
+        # all paragraphs, also of questions past the limit, pooled and deduplicated
+        passages = extract_corpus(
+            r for spec in cfg.data.train for r in read_dataset(spec.path, spec.format, name=spec.name).records
+        )
+        if not passages:
+            raise UserError("the training datasets have no paragraphs to index; set generate.index") from None
+        log.info("building the training index (%s, %d passages) at %s", cfg.index.kind, len(passages), path)
+        build_index(passages, cfg.index, progress=False).save(path)
+    return path
+
+
 def run_index(cfg: SteperConfig) -> dict[str, Any]:
-    out = Path(cfg.index.out or Path(cfg.run_dir) / "index")
+    """Build the index ``cfg.index`` names into ``index.out``, or without it into its own
+    directory beside the stage indexes (``RunLayout.command_index``). Raises UserError, before
+    reading anything, when the target holds anything but an index."""
+    out = RunLayout(cfg).command_index
+    check_index_target(out)
     t0 = time.perf_counter()
     passages, bad, source = load_passages(cfg)
     log.info("indexing %d passages (%s) into %s", len(passages), cfg.index.kind, out)

@@ -18,29 +18,44 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import SteperConfig, dump_config
 from steper_ray.commands.index import build_dev_index
+from steper_ray.config import SteperConfig, dump_config
+from steper_ray.console import Console, run_stage
 from steper_ray.data import read_dataset
 from steper_ray.evaluate.metrics import mean_recall_at
+from steper_ray.layout import RunLayout
+from steper_ray.progress import progress
 from steper_ray.retrieval import load_index
+from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
 
 log = logging.getLogger(__name__)
 
 
 def stage_index(cfg: SteperConfig, out: Path) -> dict[str, Any]:
-    datasets = {spec.name: build_dev_index(spec, cfg.index, out / spec.name) for spec in cfg.data.dev}
+    """One index per dev set (``RunLayout.dev_index``); a user's ``evaluate.index_dir`` is checked, not built."""
+    layout = RunLayout(cfg)
+    datasets: dict[str, Any] = {}
+    progress().start(len(cfg.data.dev), "datasets")
+    for spec in cfg.data.dev:
+        path = layout.dev_index(spec.name)
+        if layout.dev_indexes_are_ours:
+            datasets[spec.name] = build_dev_index(spec, cfg.index, path)
+        else:
+            datasets[spec.name] = {"given": str(path), "passages": check_index_dir(path)["num_passages"]}
+        progress().advance()
     return {"kind": cfg.index.kind, "datasets": datasets}
 
 
 def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
-    index_dir = Path(cfg.run_dir) / "index"
+    layout = RunLayout(cfg)
     cutoffs = sorted(cfg.retrieval.recall_at)
     metrics = {}
+    progress().start(len(cfg.data.dev), "datasets")
     for spec in cfg.data.dev:
         read = read_dataset(spec.path, spec.format, spec.limit, name=spec.name).records
         records = [r for r in read if r.answerable]  # MuSiQue-Full: support scored on answerable only
-        retriever = load_index(index_dir / spec.name)
+        retriever = load_index(layout.dev_index(spec.name))
         hits = retriever.search([r.question for r in records], max(cutoffs))
         rows = []
         for rec, hs in zip(records, hits):
@@ -54,25 +69,26 @@ def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
             "unanswerable_not_scored": len(read) - len(records),
             **{f"recall@{k}": round(v or 0.0, 4) for k, v in recall.items()},
         }
+        progress().advance()
     return {"metrics": metrics}
 
 
 def stage_generate(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     from steper_ray.generate.job import run_generate
 
-    return run_generate(cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"out": str(out)})}))
+    return run_generate(cfg)  # into RunLayout.generate, which is ``out``
 
 
 def stage_train(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     from steper_ray.train.trainer import run_train
 
-    return run_train(cfg.model_copy(update={"train": cfg.train.model_copy(update={"out": str(out)})}))
+    return run_train(cfg)  # into RunLayout.train, which is ``out``
 
 
 def stage_evaluate_base(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     """The untrained student, zero-shot with the same student prompt (``evaluate.baseline``)."""
     from steper_ray.evaluate.job import run_evaluate
-    from steper_ray.train.trainer import base_student
+    from steper_ray.models.student import base_student
 
     model = base_student(cfg, cfg.evaluate.student_engine)
     ecfg = cfg.evaluate.model_copy(update={"out": str(out), "model": model, "prompt": "student"})
@@ -84,7 +100,7 @@ def stage_evaluate(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     from steper_ray.evaluate.report import compare_runs
 
     ecfg = cfg.evaluate.model_copy(update={"out": str(out)})
-    base = out.parent / "evaluate_base"
+    base = RunLayout(cfg).evaluate_base
     label = f"student after training ({cfg.train.loss.mode})" if cfg.evaluate.baseline else None
     summary = run_evaluate(cfg.model_copy(update={"evaluate": ecfg}), label=label)
     runs = [str(base), str(out)] if (base / "summary.json").is_file() else [str(out)]
@@ -104,25 +120,30 @@ def pipeline_stages(cfg: SteperConfig) -> list[tuple[str, Callable[[SteperConfig
     ]
 
 
-def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
-    run_dir = Path(cfg.run_dir)
+def run_pipeline(cfg: SteperConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run every stage not finished yet; with a ``console``, each shows one progress line and
+    logs into ``<run_dir>/logs/<stage>.log`` (a failure shows the log's tail: StageFailed)."""
+    layout = RunLayout(cfg)
+    run_dir = layout.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump_config(cfg))
+    layout.config_file.write_text(dump_config(cfg))
     t_all = time.perf_counter()
     stages = []
     results: dict[str, Any] = {}
     for name, fn in pipeline_stages(cfg):
-        out = run_dir / name
+        out = layout.stage_dir(name)
         done = out / "summary.json"
         if done.is_file():
             log.info("stage %s: already complete, skipped (delete %s to redo it)", name, out)
+            if console is not None:
+                console.print(f"{name:<15} skipped (already complete; delete {out} to redo it)")
             result = json.loads(done.read_text())
             stages.append({"stage": name, "status": "skipped", "seconds": result.get("seconds", 0.0)})
         else:
             log.info("stage %s: running", name)
             out.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            result = fn(cfg, out)
+            result = run_stage(console, name, layout.log_file(name), fn, cfg, out)
             result["seconds"] = round(time.perf_counter() - t0, 3)
             write_summary(out, result)
             stages.append({"stage": name, "status": "done", "seconds": result["seconds"]})
@@ -141,7 +162,7 @@ def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
            if "evaluate_base" in results else {}),
         "wall_s": round(time.perf_counter() - t_all, 3),
     }
-    write_summary(run_dir, summary)
+    write_summary(run_dir, summary)  # = layout.summary
     return summary
 
 

@@ -1,50 +1,32 @@
 """`steper-ray evaluate`: a model answers the dev sets with the step-wise loop, on Ray Data.
 
-Reads every dev set, makes sure each has its index, maps batches of questions over an actor
-pool of EvalStage actors (one engine + the retrievers each) and writes, per dataset, the
-predictions (answer, steps with queries and passage ids, tokens) and the metrics.
+Reads every dev set, makes sure each has its index, runs the questions through the reasoner job
+(``reasoning.job``) with EvalStage actors (one engine + the retrievers each) and writes, per
+dataset, the predictions (answer, steps with queries and passage ids, tokens) and the metrics.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from pathlib import Path
 from typing import Any
 
-from steper_ray.commands.index import build_dev_index
+from steper_ray.commands.index import dev_indexes
 from steper_ray.config import SteperConfig
 from steper_ray.data import read_dataset
 from steper_ray.data.records import QuestionRecord
 from steper_ray.errors import UserError
 from steper_ray.evaluate.scoring import dataset_metrics
 from steper_ray.evaluate.stage import EvalStage
+from steper_ray.layout import RunLayout, predictions_file
 from steper_ray.models.prepare import resolved
-from steper_ray.ray_session import ensure_ray
+from steper_ray.models.student import trained_student
+from steper_ray.reasoning.job import ActorPool, run_reasoner_job
 from steper_ray.reasoning.demos import demos_to_dicts, plan_demos
-from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
-from steper_ray.train.trainer import trained_student
 
 log = logging.getLogger(__name__)
-
-
-def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
-    """<index_dir>/<dataset> for every dev set; missing ones are built (only under run_dir)."""
-    root = Path(cfg.evaluate.index_dir or Path(cfg.run_dir) / "index")
-    out = {}
-    for spec in cfg.data.dev:
-        path = root / spec.name
-        try:
-            check_index_dir(path)
-        except UserError:
-            if cfg.evaluate.index_dir:  # a user-given index must exist: never build over it
-                raise
-            build_dev_index(spec, cfg.index, path)
-        out[spec.name] = str(path)
-    return out
 
 
 def run_evaluate(cfg: SteperConfig, label: str | None = None) -> dict[str, Any]:
@@ -52,7 +34,7 @@ def run_evaluate(cfg: SteperConfig, label: str | None = None) -> dict[str, Any]:
     ``label`` names the run in comparison reports (default: from its directory and loss mode)."""
     t0 = time.perf_counter()
     ecfg = cfg.evaluate
-    out = Path(ecfg.out or Path(cfg.run_dir) / "evaluate")
+    out = RunLayout(cfg).evaluate
     model = resolved(ecfg.model or trained_student(cfg, "evaluate.model", ecfg.student_engine))
     records: dict[str, list[QuestionRecord]] = {}
     bad: dict[str, int] = {}
@@ -72,42 +54,25 @@ def run_evaluate(cfg: SteperConfig, label: str | None = None) -> dict[str, Any]:
     if ecfg.prompt == "teacher" and model.kind != "evidence":  # demonstrations from the train sets only
         demos, demo_info = plan_demos(cfg, list(records))
 
-    ensure_ray()
-    import ray
-
-    items = [{"record": json.dumps(r.to_dict())} for recs in records.values() for r in recs]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / ecfg.batch_size)))
-    remote: dict[str, Any] = {"num_cpus": ecfg.num_cpus}
-    if ecfg.num_gpus:
-        remote["num_gpus"] = ecfg.num_gpus
-    ds = ds.map_batches(
-        EvalStage,
-        fn_constructor_kwargs={"model": model.model_dump(), "prompt": ecfg.prompt,
-                               "reasoning": cfg.reasoning.model_dump(), "indexes": indexes,
-                               "k": cfg.retrieval.k,
-                               "demos": {name: demos_to_dicts(d) for name, d in demos.items()}},
-        batch_size=ecfg.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=ecfg.replicas),
-        batch_format="numpy",
-        **remote,
-    )
+    stage_kwargs = {"model": model.model_dump(), "prompt": ecfg.prompt, "reasoning": cfg.reasoning.model_dump(),
+                    "indexes": indexes, "k": cfg.retrieval.k,
+                    "demos": {name: demos_to_dicts(d) for name, d in demos.items()}}
+    pool = ActorPool(ecfg.replicas, ecfg.batch_size, ecfg.num_cpus, ecfg.num_gpus)
     rows_by_dataset: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in records}
-    done = 0
     t_run = time.perf_counter()
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        for pred in batch["prediction"]:
-            row = json.loads(pred)
+    pending = [r for recs in records.values() for r in recs]
+    for rows in run_reasoner_job(pending, EvalStage, stage_kwargs, model, pool):
+        for row in rows:
             rows_by_dataset[row["dataset"]][row["question_id"]] = row  # a retried task overwrites
-        done = sum(len(v) for v in rows_by_dataset.values())
-        log.info("evaluate: %d/%d questions (%.0f%%), %.2f questions/s", done, total,
-                 100 * done / total, done / max(time.perf_counter() - t_run, 1e-9))
+    done = sum(len(v) for v in rows_by_dataset.values())
     run_s = time.perf_counter() - t_run
 
-    (out / "predictions").mkdir(parents=True, exist_ok=True)
     metrics = {}
     for name, recs in records.items():
         rows = [rows_by_dataset[name][r.id] for r in recs if r.id in rows_by_dataset[name]]
-        with (out / "predictions" / f"{name}.jsonl").open("w") as fh:
+        path = predictions_file(out, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
         metrics[name] = {**dataset_metrics(rows), "skipped_records": bad[name],
                          "unanswerable_not_scored": unanswerable[name]}

@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Any
 
 from steper_ray.errors import UserError
+from steper_ray.layout import RunLayout
 
 METRICS = ("em", "f1", "acc", "marked", "recall")  # marked: share of answers with the answer marker
 
 
 def _load_run(path: Path) -> tuple[str, dict[str, Any]]:
     """(label, evaluate summary) of a run directory or of an evaluate directory itself."""
-    for cand in (path / "evaluate" / "summary.json", path / "summary.json"):
+    layout = RunLayout.of_run(path)
+    for cand in (layout.evaluate / "summary.json", path / "summary.json"):
         if cand.is_file():
             summary = json.loads(cand.read_text())
             if summary.get("command") == "evaluate":
@@ -22,11 +24,12 @@ def _load_run(path: Path) -> tuple[str, dict[str, Any]]:
     else:
         raise UserError(f"{path} has no evaluation results (evaluate/summary.json); run "
                         f"`steper-ray evaluate run_dir={path}` first")
-    run_dir = cand.parent.parent if cand.parent.name == "evaluate" else cand.parent
+    if cand.parent != layout.evaluate:  # an evaluate directory given itself: its run is above it
+        layout = RunLayout.of_run(cand.parent.parent)
     if summary.get("label"):
         return summary["label"], summary
-    label = run_dir.name
-    train = run_dir / "train" / "summary.json"
+    label = layout.run_dir.name
+    train = layout.train / "summary.json"
     model = summary.get("model", {})
     if model.get("kind") == "evidence" or summary.get("prompt") == "teacher":
         label += " (teacher)"

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from steper_ray.data.records import QuestionRecord
 from steper_ray.evaluate.metrics import answer_scores, mean
 from steper_ray.reasoning.loop import Trace
+
+
+_STRINGS = pa.list_(pa.string())
+PREDICTION_STEP = pa.struct([
+    ("step", pa.int64()), ("task", pa.string()), ("query", pa.string()), ("passage_ids", _STRINGS),
+    ("reasoning", pa.string()), ("num_tokens", pa.int64()), ("notes", _STRINGS),
+])
+# One evaluated question (``prediction_row``), as the actors return it and predictions/*.jsonl holds it.
+PREDICTION_SCHEMA = pa.schema([
+    ("question_id", pa.string()), ("dataset", pa.string()), ("question", pa.string()), ("answers", _STRINGS),
+    ("prediction", pa.string()), ("marked", pa.bool_()), ("em", pa.float64()), ("f1", pa.float64()),
+    ("acc", pa.float64()), ("recall", pa.float64()), ("num_steps", pa.int64()), ("num_tokens", pa.int64()),
+    ("steps", pa.list_(PREDICTION_STEP)), ("error", pa.string()), ("failure", pa.string()),
+])
 
 
 def prediction_row(trace: Trace, record: QuestionRecord) -> dict[str, Any]:

@@ -1,14 +1,15 @@
 """EvalStage: the Ray Data UDF of evaluation. Each call runs the step-wise loop over a batch of
 questions (ReasonerStage, one retriever per dev set) and returns one scored prediction per
-question. Plain Python: it runs without Ray too."""
+question (PREDICTION_SCHEMA). Plain Python: it runs without Ray too."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import pyarrow as pa
+
 from steper_ray.data.records import QuestionRecord
-from steper_ray.evaluate.scoring import prediction_row
+from steper_ray.evaluate.scoring import PREDICTION_SCHEMA, prediction_row
 from steper_ray.reasoning.loop import Trace
 from steper_ray.reasoning.stage import ReasonerStage
 
@@ -18,9 +19,5 @@ class EvalStage(ReasonerStage):
                  k: int, demos: dict[str, list[dict[str, Any]]] | None = None):
         super().__init__(model, prompt, reasoning, indexes, k, demos)
 
-    def rows(self, pairs: list[tuple[QuestionRecord, Trace]]) -> dict[str, list[Any]]:
-        rows: dict[str, list[Any]] = {"question_id": [], "prediction": []}
-        for rec, trace in pairs:
-            rows["question_id"].append(rec.id)
-            rows["prediction"].append(json.dumps(prediction_row(trace, rec)))
-        return rows
+    def rows(self, pairs: list[tuple[QuestionRecord, Trace]]) -> pa.Table:
+        return pa.Table.from_pylist([prediction_row(trace, rec) for rec, trace in pairs], schema=PREDICTION_SCHEMA)

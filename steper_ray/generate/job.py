@@ -1,31 +1,27 @@
 """`steper-ray generate`: teacher traces on Ray Data, filtered, cut into step examples.
 
-Reads the training questions, skips those already written (resume), shards the rest into
-blocks and maps them over an actor pool of TeacherStage actors (one engine + one retriever
+Reads the training questions, skips those already written (resume), and runs the rest through
+the reasoner job (``reasoning.job``) with TeacherStage actors (one engine + one retriever
 each). The driver is the only writer: each finished batch becomes one committed part.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from steper_ray.commands.index import train_index
 from steper_ray.config import SteperConfig
-from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.data import read_dataset
 from steper_ray.data.records import QuestionRecord
-from steper_ray.errors import UserError
 from steper_ray.generate.stage import TeacherStage
 from steper_ray.generate.store import PartStore
+from steper_ray.layout import RunLayout
 from steper_ray.models.prepare import resolved
-from steper_ray.ray_session import ensure_ray
+from steper_ray.reasoning.job import ActorPool, run_reasoner_job
 from steper_ray.reasoning.demos import demo_ids, demos_to_dicts, plan_demos
-from steper_ray.retrieval import build_index
-from steper_ray.retrieval.store import check_index_dir
 from steper_ray.summary import write_summary
 
 log = logging.getLogger(__name__)
@@ -69,46 +65,11 @@ def error_row(qid: str, dataset: str, question: str, answers: list[str], reason:
             "error": reason, "num_steps": 0, "num_tokens": 0, "passage_ids": [], "steps": []}
 
 
-def ensure_index(cfg: SteperConfig) -> Path:
-    """The configured index, or <run_dir>/index/train built from the training paragraphs."""
-    if cfg.generate.index:
-        path = Path(cfg.generate.index)
-        check_index_dir(path)  # fail before starting actors, with the rebuild hint
-        return path
-    path = Path(cfg.run_dir) / "index" / "train"
-    try:
-        check_index_dir(path)
-    except UserError:
-        # all paragraphs, also of questions past the limit, pooled and deduplicated
-        passages = extract_corpus(
-            r for spec in cfg.data.train for r in read_dataset(spec.path, spec.format, name=spec.name).records
-        )
-        if not passages:
-            raise UserError("the training datasets have no paragraphs to index; set generate.index") from None
-        log.info("building the training index (%s, %d passages) at %s", cfg.index.kind, len(passages), path)
-        build_index(passages, cfg.index, progress=False).save(path)
-    return path
-
-
-def _placement_args(tp: int, num_cpus: float) -> Any:
-    """With tensor parallel > 1, each actor gets a placement group of `tp` one-GPU bundles on
-    one node; vLLM's Ray executor puts its workers there (the actor itself holds no GPU)."""
-    from ray.util.placement_group import placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-    def args() -> dict[str, Any]:
-        bundles = [{"GPU": 1, "CPU": num_cpus}] + [{"GPU": 1}] * (tp - 1)
-        pg = placement_group(bundles, strategy="STRICT_PACK")
-        return {"scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_capture_child_tasks=True)}
-
-    return args
-
-
 def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run (or resume) generation; ``on_batch(questions, tokens)`` is called per written batch."""
     t0 = time.perf_counter()
     gcfg = cfg.generate.model_copy(update={"teacher": resolved(cfg.generate.teacher)})
-    out = Path(gcfg.out or Path(cfg.run_dir) / "generate")
+    out = RunLayout(cfg).generate
     records, bad_rows = read_training_questions(cfg)
     demos, demo_info, held_out = {}, {}, set()
     if gcfg.teacher.kind != "evidence":  # the evidence teacher reads no prompt
@@ -128,54 +89,33 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
              total, len(done), len(pending), len(bad_rows))
 
     processed = tokens = 0
+    t_start = time.perf_counter()
     if pending:
-        index = ensure_index(cfg)
-        ensure_ray()
-        import ray
-
-        items = [{"record": json.dumps(r.to_dict())} for r in pending]
-        ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / gcfg.batch_size)))
-        tp = gcfg.teacher.tensor_parallel_size if gcfg.teacher.kind == "vllm" else 1
-        remote: dict[str, Any] = {"num_cpus": gcfg.num_cpus}
-        if tp > 1:
-            remote = {"num_cpus": 0, "ray_remote_args_fn": _placement_args(tp, gcfg.num_cpus)}
-        elif gcfg.num_gpus:
-            remote["num_gpus"] = gcfg.num_gpus
-        ds = ds.map_batches(
-            TeacherStage,
-            fn_constructor_kwargs={
-                "generate": gcfg.model_dump(), "reasoning": cfg.reasoning.model_dump(),
-                "index": str(index), "k": cfg.retrieval.k,
-                "demos": {name: demos_to_dicts(d) for name, d in demos.items()},
-            },
-            batch_size=gcfg.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=gcfg.replicas),
-            batch_format="numpy",
-            **remote,
-        )
-        t_start = time.perf_counter()
+        index = train_index(cfg)
+        t_start = time.perf_counter()  # the rates below are generation's own
+        stage_kwargs = {
+            "generate": gcfg.model_dump(), "reasoning": cfg.reasoning.model_dump(),
+            "index": str(index), "k": cfg.retrieval.k,
+            "demos": {name: demos_to_dicts(d) for name, d in demos.items()},
+        }
+        pool = ActorPool(gcfg.replicas, gcfg.batch_size, gcfg.num_cpus, gcfg.num_gpus)
         written: set[str] = done | {row["question_id"] for row in new_bad}
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for rows in run_reasoner_job(pending, TeacherStage, stage_kwargs, gcfg.teacher, pool,
+                                     total=total, done=len(written)):
             traces, examples = [], []
-            for qid, trace_json, ex_json in zip(batch["question_id"], batch["trace"], batch["examples"]):
-                if qid in written:  # a retried task must not write a question twice
+            for row in rows:
+                if row["question_id"] in written:  # a retried task must not write a question twice
                     continue
-                written.add(qid)
-                row = json.loads(trace_json)
+                written.add(row["question_id"])
+                examples += row.pop("examples")
                 traces.append(row)
-                examples += json.loads(ex_json)
                 tokens += row["num_tokens"]
             if traces:
                 store.write(traces, examples)
                 processed += len(traces)
                 if on_batch is not None:
                     on_batch(len(traces), sum(t["num_tokens"] for t in traces))
-            rate = processed / max(time.perf_counter() - t_start, 1e-9)
-            log.info("generate: %d/%d questions done (%.0f%%), %.2f questions/s",
-                     len(written), total, 100 * len(written) / max(total, 1), rate)
-        run_s = time.perf_counter() - t_start
-    else:
-        run_s = 0.0
+    run_s = time.perf_counter() - t_start if pending else 0.0
     wall = time.perf_counter() - t0
     summary = {
         "command": "generate",

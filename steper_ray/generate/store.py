@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from steper_ray.errors import UserError
 from steper_ray.generate.filter import reason_kind
+from steper_ray.layout import GenerateDir
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,8 @@ EXAMPLE_SCHEMA = pa.schema([
     ("step", pa.int64()), ("prompt", pa.string()), ("completion", pa.string()),
     ("question", pa.string()), ("passages", pa.list_(PASSAGE_TYPE)), ("reasoning", pa.list_(pa.string())),
 ])
+# What a teacher actor returns per question: the trace row and its examples (kept traces only).
+TEACHER_ROW_SCHEMA = TRACE_SCHEMA.append(pa.field("examples", pa.list_(pa.struct(list(EXAMPLE_SCHEMA)))))
 _PART = re.compile(r"^part-(\d+)-([0-9a-f]+)\.parquet$")
 # Columns this store and training read from every part: a part without them is unusable.
 _REQUIRED = {"traces": ("question_id", "dataset", "kept", "drop_reason", "num_tokens"),
@@ -98,8 +101,9 @@ def _pair_problem(traces: Path, examples: Path) -> str | None:
 class PartStore:
     def __init__(self, out: str | Path):
         self.out = Path(out)
-        self.traces = self.out / "traces"
-        self.examples = self.out / "examples"
+        self.dirs = GenerateDir(self.out)
+        self.traces = self.dirs.traces
+        self.examples = self.dirs.examples
         self.traces.mkdir(parents=True, exist_ok=True)
         self.examples.mkdir(parents=True, exist_ok=True)
         self._next = 1 + max((int(m.group(1)) for m in map(_PART.match, self._names(self.traces)) if m), default=-1)
@@ -141,11 +145,11 @@ class PartStore:
             if problem is None:
                 continue
             log.warning("%s %s: moving it and its pair to %s; its questions are generated again",
-                        file, problem, self.out / "damaged")
+                        file, problem, self.dirs.damaged)
             for path in (tpath, epath):
                 if not path.exists():
                     continue
-                dest = self.out / "damaged" / path.parent.name / name
+                dest = self.dirs.damaged / path.parent.name / name
                 try:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     path.replace(dest)

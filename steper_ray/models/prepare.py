@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steper_ray.atomic_dir import atomic_dir
+from steper_ray.atomic_dir import atomic_dir, refuse_foreign
 from steper_ray.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,8 @@ def prepare_gguf(gguf: str | Path, out: str | Path, name: str | None = None) -> 
         manifest = read_manifest(out)  # again: another process may have built it meanwhile
         if manifest is not None and manifest.get("source_sha256") == digest:
             return {**manifest, "out": str(out), "reused": True}
-        if out.exists() and manifest is None and (not out.is_dir() or any(out.iterdir())):
-            raise UserError(f"{out} exists and is not a model directory prepared by steper-ray; "
-                            "choose another --out (nothing was changed)")
+        # a directory prepared by steper-ray (it has our manifest) is ours to rebuild; anything else is not
+        refuse_foreign(out, lambda _name: manifest is not None, "a model directory prepared by steper-ray")
         t0 = time.perf_counter()
         with atomic_dir(out) as tmp:
             _convert(src, tmp)

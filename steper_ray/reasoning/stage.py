@@ -1,17 +1,21 @@
 """ReasonerStage: the base of the Ray Data UDFs that run the step-wise loop over batches of
-questions (teacher generation and evaluation). One instance per actor holds the engine, one
-retriever per index and one prompt builder per dataset (loaded once); each call groups its batch
+questions (teacher generation and evaluation; the job is ``reasoning.job``). One instance per
+actor holds the engine, one retriever per index and one prompt builder per dataset (loaded
+once); each call groups its batch
 by dataset, runs the loop with one question's failure isolated from the others, and hands the
-(record, trace) pairs to the subclass, which makes its rows. Plain Python: it runs without Ray.
+(record, trace) pairs to the subclass, which makes its rows. Batches are Arrow tables both ways.
+Plain Python: it runs without Ray.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 
+import pyarrow as pa
+
 from steper_ray.config import GeneratorConfig, ReasoningConfig
+from steper_ray.data.record_table import records_from_table
 from steper_ray.data.records import QuestionRecord
 from steper_ray.models.prepare import resolved
 from steper_ray.models.prompt_format import builder_for
@@ -67,9 +71,10 @@ class ReasonerStage:
             out += list(zip(recs, run_isolated(run, recs)))
         return out
 
-    def rows(self, pairs: list[tuple[QuestionRecord, Trace]]) -> dict[str, list[Any]]:
+    def rows(self, pairs: list[tuple[QuestionRecord, Trace]]) -> pa.Table:
+        """The subclass's output rows for these (record, trace) pairs, one or more per question."""
         raise NotImplementedError
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        records = [QuestionRecord.from_dict(json.loads(x)) for x in batch["record"]]
-        return self.rows(self.traces(records))
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """One Ray Data batch: question records (``data.record_table`` rows) in, output rows out."""
+        return self.rows(self.traces(records_from_table(batch)))

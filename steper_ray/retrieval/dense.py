@@ -18,6 +18,7 @@ from steper_ray.data.records import Passage
 from steper_ray.errors import IndexLoadError, UserError
 from steper_ray.retrieval.protocol import Encoder, Hit
 from steper_ray.retrieval.store import (
+    FAISS_FILE,
     PASSAGES,
     PassageTable,
     atomic_index_dir,
@@ -28,8 +29,6 @@ from steper_ray.retrieval.store import (
 from steper_ray.retrieval.tokenize import corpus_texts
 
 log = logging.getLogger(__name__)
-
-FAISS_FILE = "faiss.index"
 
 
 def resolve_model_path(spec: str) -> str:

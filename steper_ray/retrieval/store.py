@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +16,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from steper_ray import __version__
-from steper_ray.atomic_dir import atomic_dir
+from steper_ray.atomic_dir import atomic_dir, refuse_foreign
 from steper_ray.data.records import Passage
 from steper_ray.errors import IndexLoadError
 from steper_ray.retrieval.protocol import Hit
 
 MANIFEST = "manifest.json"
 PASSAGES = "passages.parquet"
+FAISS_FILE = "faiss.index"
 FORMAT_VERSION = 1
 
 
@@ -89,7 +92,36 @@ class PassageTable:
         pq.write_table(self._table, path)
 
 
-atomic_index_dir = atomic_dir  # one owner: steper_ray.atomic_dir
+# What an index directory may hold besides the files its manifest lists: a rebuild replaces
+# these, and nothing else (a directory holding other data is refused, not replaced).
+INDEX_ENTRIES = frozenset({MANIFEST, PASSAGES, "summary.json", "bm25s", "tokens.parquet", FAISS_FILE})
+
+
+def index_entries(root: Path) -> frozenset[str]:
+    """Top-level names a complete or partial index at ``root`` may hold."""
+    listed: set[str] = set()
+    try:
+        listed = {name.split("/", 1)[0] for name in json.loads((root / MANIFEST).read_text())["files"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no readable manifest: only the fixed names
+    return INDEX_ENTRIES | listed
+
+
+def check_index_target(out: str | Path) -> None:
+    """Raise UserError (nothing changed) when ``out`` holds anything but an index, e.g. a
+    directory of other indexes or a user's files: building there would replace them. An
+    existing index (complete or not) is fine: a rebuild replaces it."""
+    own = index_entries(Path(out))
+    refuse_foreign(Path(out), lambda name: name in own, "an index")
+
+
+@contextmanager
+def atomic_index_dir(out: Path) -> Iterator[Path]:
+    """``atomic_dir`` for an index, after ``check_index_target``."""
+    out = Path(out)
+    check_index_target(out)
+    with atomic_dir(out) as tmp:
+        yield tmp
 
 
 def _files(root: Path) -> dict[str, int]:

@@ -6,24 +6,23 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from steper_ray.config import DeploymentConfig, GeneratorConfig, SteperConfig, load_config
 from steper_ray.errors import UserError
+from steper_ray.layout import RunLayout
 from steper_ray.models.prepare import resolved
 from steper_ray.retrieval.store import check_index_dir
-from steper_ray.train.trainer import trained_student
+from steper_ray.models.student import trained_student
 
 log = logging.getLogger(__name__)
 
 
 def serve_index(cfg: SteperConfig) -> Path:
-    if cfg.serve.index:
-        path = Path(cfg.serve.index)
-    elif cfg.data.dev:
-        path = Path(cfg.run_dir) / "index" / cfg.data.dev[0].name
-    else:
+    path = RunLayout(cfg).serve_index
+    if path is None:
         raise UserError("set serve.index: there is no dev set whose index could be served")
     check_index_dir(path)  # fails now, with the rebuild command, not in a replica
     return path.resolve()
@@ -79,9 +78,9 @@ def app_builder(args: dict[str, Any]) -> Any:
     return build_app(load_config(args.get("config"), list(args.get("overrides") or [])))
 
 
-def run_serve(cfg: SteperConfig, block: bool = True) -> dict[str, Any]:
+def run_serve(cfg: SteperConfig, block: bool = True, announce: Callable[[str], None] = print) -> dict[str, Any]:
     """Start (or update) the application on the connected Ray cluster and, with ``block``,
-    keep it up until Ctrl-C / SIGTERM."""
+    keep it up until Ctrl-C / SIGTERM; ``announce`` shows the one line saying where it listens."""
     from ray import serve
 
     from steper_ray.ray_session import ensure_ray
@@ -98,7 +97,7 @@ def run_serve(cfg: SteperConfig, block: bool = True) -> dict[str, Any]:
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        print(f"steper-ray serve: listening on {url} (Ctrl-C to stop)", flush=True)
+        announce(f"steper-ray serve: listening on {url} (Ctrl-C to stop)")
         stop.wait()
         serve.delete(s.app_name)
         log.info("application %s deleted", s.app_name)

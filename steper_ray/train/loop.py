@@ -1,19 +1,23 @@
-"""train_loop_per_worker: DeepSpeed ZeRO fine-tuning of the student with the StepER loss.
+"""The training worker: DeepSpeed ZeRO fine-tuning of the student with the StepER loss.
 
-Runs under Ray Train (``TorchTrainer``) and also as a plain single-process function (GPU checks
-without Ray): ``train_loop_per_worker(config)`` with ``config = make_loop_config(...)``.
-Reads top to bottom: set up, load data, build model and engine, resume, train, export.
+One worker body for both modes: ``train_worker(config, ctx)`` with a ``TrainContext``
+(``train.context``) that says where rows come from, where checkpoints come from and go, and
+how metrics are reported with them: ``RayTrainContext`` under Ray Train (``TorchTrainer``), or
+``LocalContext`` as a plain single-process function (GPU checks, benchmarks, no Ray).
+``train_loop_per_worker(config)`` with ``config = make_loop_config(...)`` picks the context.
+Reads top to bottom: setup (data, model, engine, resume), step, metrics, export.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
-import socket
-import tempfile
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +26,12 @@ import torch.distributed as dist
 from torch import nn
 
 from steper_ray.config import TrainConfig
-from steper_ray.train.checkpoints import resume_dir
-from steper_ray.train.data import collate, encode_for_loss, plan_steps, shard_rows
-from steper_ray.train.deepspeed_config import build_deepspeed_config
+from steper_ray.layout import TrainDir
 from steper_ray.models.prompt_format import record_prompt_format, resolve_prompt_format
-from steper_ray.reasoning.prompts import PromptBuilder
+from steper_ray.reasoning.prompts import PromptBuilder, PromptFormat
+from steper_ray.train.context import LocalContext, RayTrainContext, TrainContext, in_ray_train_worker
+from steper_ray.train.data import Encoded, collate, encode_for_loss, plan_steps, shard_rows
+from steper_ray.train.deepspeed_config import build_deepspeed_config
 from steper_ray.train.loss import TASKS, StepERLoss, per_task_token_ce
 from steper_ray.train.tracking import MetricSinks
 
@@ -52,59 +57,26 @@ class StudentWithLoss(nn.Module):
 
 
 def make_loop_config(train: TrainConfig, student: str, examples: str, out: str) -> dict[str, Any]:
+    """The worker's whole input: the training config, the base model directory, the examples
+    (Parquet file or directory) and the training directory (``layout.TrainDir``)."""
     return {"train": train.model_dump(), "student": student, "examples": examples, "out": out}
 
 
-def _in_ray() -> bool:
-    try:
-        import ray.train
+def decay_parameter_names(model: nn.Module) -> set[str]:
+    """Parameters that get weight decay, by transformers' rule (not biases, not any norm)."""
+    from transformers import Trainer
 
-        ray.train.get_context().get_world_size()
-        return True
-    except Exception:  # noqa: BLE001 - not inside a Ray Train worker
-        return False
+    # The method reads nothing of the trainer: called unbound, it is the library's helper.
+    return set(Trainer.get_decay_parameter_names(None, model))  # type: ignore[arg-type]
 
 
-def _init_single_process() -> None:
-    """Plain mode: a one-process group so DeepSpeed runs without a launcher."""
-    if dist.is_initialized():
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}.items():
-        os.environ.setdefault(key, value)
-
-
-def _read_examples(path: str, rank: int, world: int, in_ray: bool) -> list[dict[str, Any]]:
-    """This worker's examples (every worker reads all rows and keeps a deterministic share)."""
-    if in_ray:
-        import ray.train
-
-        rows = list(ray.train.get_dataset_shard("train").iter_rows())
-    else:
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(path).to_pylist()
-    return shard_rows(rows, rank, world)
-
-
-def _lr_lambda(total: int, warmup: int):  # type: ignore[no-untyped-def]
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
-def _param_groups(module: StudentWithLoss, cfg: TrainConfig) -> list[dict[str, Any]]:
+def param_groups(module: StudentWithLoss, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: decayed weights, the rest without decay, and the sigmas with their own rate."""
+    decay_names = decay_parameter_names(module.model)
     decay, no_decay = [], []
     for name, p in module.model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name or name.endswith("bias") else decay).append(p)
+            (decay if name in decay_names else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr": cfg.lr},
               {"params": no_decay, "weight_decay": 0.0, "lr": cfg.lr}]
     if module.loss.log_vars.requires_grad:
@@ -113,23 +85,74 @@ def _param_groups(module: StudentWithLoss, cfg: TrainConfig) -> list[dict[str, A
     return [g for g in groups if g["params"]]
 
 
-def _gathered(params: list[torch.nn.Parameter], zero3: bool):  # type: ignore[no-untyped-def]
-    import contextlib
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """Linear warmup steps: ``warmup_ratio`` of the run, rounded up (as transformers' Trainer)."""
+    return math.ceil(cfg.warmup_ratio * total_steps)
 
+
+def _gathered(params: list[torch.nn.Parameter], zero3: bool) -> Any:
     import deepspeed
 
     return deepspeed.zero.GatheredParameters(params, modifier_rank=None) if zero3 else contextlib.nullcontext()
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+@dataclass
+class Worker:
+    """Everything one rank holds between steps (built by ``setup``)."""
+
+    cfg: TrainConfig
+    ctx: TrainContext
+    files: TrainDir
+    student: str
+    rank: int
+    world: int
+    device: torch.device
+    tokenizer: Any
+    pad_id: int
+    prompt_format: PromptFormat
+    items: list[Encoded]
+    dropped: Counter[str]
+    steps_per_epoch: int
+    total_steps: int
+    module: StudentWithLoss
+    engine: Any
+    scheduler: Any
+    start_step: int
+    n_params: int
+    peak_flops: float | None
+    sinks: MetricSinks | None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def zero3(self) -> bool:
+        return self.cfg.zero_stage == 3
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One optimizer step summed over every rank: CE sums and token counts per task (shape
+    (len(TASKS),)), non-padding tokens, and this rank's wall seconds."""
+
+    ce_sum: torch.Tensor
+    ce_cnt: torch.Tensor
+    tokens: float
+    seconds: float
+
+
+def setup(config: dict[str, Any], ctx: TrainContext) -> Worker:
+    """Process group, this rank's encoded examples and step count, model + loss + optimizer +
+    scheduler inside DeepSpeed, the resumed step, and (rank 0) the metric sinks.
+
+    Raises ValueError when a rank has fewer examples than one optimizer step."""
     import deepspeed
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
 
     cfg = TrainConfig(**config["train"])
-    out = Path(config["out"])
-    in_ray = _in_ray()
-    if not in_ray:
-        _init_single_process()
+    files = TrainDir(Path(config["out"]))
+    ctx.init_process_group()
     on_gpu = cfg.use_gpu and torch.cuda.is_available()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -138,18 +161,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if on_gpu:
         torch.cuda.set_device(device)
     torch.manual_seed(cfg.seed)
-    is_main = rank == 0
+    if cfg.threads_per_worker:
+        torch.set_num_threads(cfg.threads_per_worker)
 
-    # --- data -------------------------------------------------------------------------------
+    # --- data: this rank's share, encoded in the student's prompt format ---------------------
     tokenizer = AutoTokenizer.from_pretrained(config["student"])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     # The student's prompt format; evaluation and serving read it back from the export.
     fmt, template = resolve_prompt_format(cfg.prompt_format, config["student"], tokenizer)
     builder = PromptBuilder.student(fmt, template)
-    rows = _read_examples(config["examples"], rank, world, in_ray)
+    rows = shard_rows(ctx.rows(config["examples"]), rank, world)
     items, dropped = encode_for_loss(tokenizer, rows, cfg.loss.mode, cfg.loss.target, cfg.max_len, cfg.trim, builder)
-    first_plan = plan_steps(items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, 0)
-    agreed = torch.tensor([len(first_plan)], dtype=torch.long)
+    agreed = torch.tensor([len(plan_steps(items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, 0))],
+                          dtype=torch.long)
     dist.all_reduce(agreed, op=dist.ReduceOp.MIN)  # every rank must take the same optimizer steps
     steps_per_epoch = int(agreed.item())
     if steps_per_epoch == 0:
@@ -161,16 +185,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
 
-    # --- model, loss, engine ----------------------------------------------------------------
+    # --- model, loss, engine -----------------------------------------------------------------
     model = AutoModelForCausalLM.from_pretrained(config["student"], dtype=torch.float32)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
-    loss = StepERLoss(cfg.loss.mode, TASKS, cfg.loss.weights, cfg.loss.init_log_var)
-    module = StudentWithLoss(model, loss)
-    optimizer = torch.optim.AdamW(_param_groups(module, cfg), betas=(0.9, 0.95), eps=1e-8)
-    warmup = max(1, int(cfg.warmup_ratio * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, warmup))
+    module = StudentWithLoss(model, StepERLoss(cfg.loss.mode, TASKS, cfg.loss.weights, cfg.loss.init_log_var))
+    optimizer = torch.optim.AdamW(param_groups(module, cfg), betas=(0.9, 0.95), eps=1e-8)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup_steps(cfg, total_steps), total_steps)
     ds_config = build_deepspeed_config(
         zero_stage=cfg.zero_stage, micro_batch_size=cfg.micro_batch_size, grad_accum=cfg.grad_accum,
         world_size=world, on_gpu=on_gpu, offload_optimizer=cfg.offload_optimizer,
@@ -178,131 +200,147 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler,
                                            config=ds_config)
-    zero3 = cfg.zero_stage == 3
 
-    # --- resume -----------------------------------------------------------------------------
+    # --- resume --------------------------------------------------------------------------------
     start_step = 0
-    ckpt_dir = _latest_checkpoint(out, in_ray, local_rank)
+    ckpt_dir = ctx.resume_from(local_rank)
     if ckpt_dir is not None:
         _, client = engine.load_checkpoint(str(ckpt_dir))
         start_step = int((client or {}).get("step", 0))
-        if is_main:
+        if rank == 0:
             log.info("resumed from %s at step %d", ckpt_dir, start_step)
 
     sinks = None
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        sinks = MetricSinks(out, cfg.tensorboard, cfg.mlflow_uri, cfg.run_name, cfg.model_dump())
-    n_params = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in module.model.parameters())
+    if rank == 0:
+        files.root.mkdir(parents=True, exist_ok=True)
+        sinks = MetricSinks(files.root, cfg.tensorboard, cfg.mlflow_uri, cfg.run_name, cfg.model_dump())
     gpu_name = torch.cuda.get_device_name(device) if on_gpu else ""
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu_name), None)
+    return Worker(
+        cfg=cfg, ctx=ctx, files=files, student=config["student"], rank=rank, world=world, device=device,
+        tokenizer=tokenizer, pad_id=pad_id, prompt_format=fmt, items=items, dropped=dropped,
+        steps_per_epoch=steps_per_epoch, total_steps=total_steps, module=module, engine=engine,
+        scheduler=scheduler, start_step=start_step,
+        n_params=sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in module.model.parameters()),
+        peak_flops=next((v for k, v in PEAK_BF16_FLOPS.items() if k in gpu_name), None), sinks=sinks,
+    )
 
-    # --- train ------------------------------------------------------------------------------
-    plan_epoch, plan = 0, first_plan
-    last_metrics: dict[str, Any] = {}
-    for step in range(start_step, total_steps):
-        epoch, within = divmod(step, steps_per_epoch)
-        if epoch != plan_epoch:  # the same plan on a rerun: data order continues, not restarts
-            plan, plan_epoch = plan_steps(items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, epoch), epoch
-        t0 = time.perf_counter()
-        ce_sum = torch.zeros(len(TASKS), dtype=torch.float64)
-        ce_cnt = torch.zeros(len(TASKS), dtype=torch.float64)
-        tokens = 0
-        # L_j is task j's token mean over the whole step on every rank (train/loss.py): count first.
-        step_cnt = torch.zeros(len(TASKS), dtype=torch.float64)
-        for mb in plan[within]:
-            for i in mb:
-                step_cnt[items[i].task] += items[i].num_targets
-        dist.all_reduce(step_cnt)
-        step_cnt_dev = step_cnt.float().to(device)
-        for mb in plan[within]:
-            batch = {k: v.to(device) for k, v in collate([items[i] for i in mb], pad_id).items()}
-            loss_value, s, c = engine(**batch, step_cnt=step_cnt_dev)
-            # The shares already sum to the step loss: no 1/grad_accum, and undo the ranks' average.
-            engine.backward(loss_value * world, scale_wrt_gas=False)
-            engine.step()
-            ce_sum += s.double().cpu()
-            ce_cnt += c.double().cpu()
-            tokens += int(batch["attention_mask"].sum())
-        stats = torch.cat([ce_sum, ce_cnt, torch.tensor([float(tokens)], dtype=torch.float64)])
-        dist.all_reduce(stats)
-        elapsed = time.perf_counter() - t0
-        done = step + 1
-        if done % cfg.log_every == 0 or done == total_steps:
-            with _gathered([loss.log_vars], zero3):
-                s_vals = loss.log_vars.detach().float().cpu().tolist()
-                weights = loss.effective_weights().tolist()
-            sums, cnts = stats[: len(TASKS)], stats[len(TASKS): 2 * len(TASKS)]
-            tok_s = float(stats[-1]) / elapsed
-            m: dict[str, Any] = {
-                "step": done, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                "tokens_per_s": round(tok_s, 1),
-            }
-            for j, task in enumerate(TASKS):
-                m[f"loss_{task}"] = float(sums[j] / cnts[j]) if cnts[j] > 0 else None
-                m[f"s_{task}"] = s_vals[j]
-                m[f"sigma_{task}"] = math.exp(s_vals[j] / 2)
-                m[f"weight_{task}"] = weights[j]
-            if peak:
-                m["mfu"] = round(6 * n_params * tok_s / (peak * world), 4)
-            last_metrics = m
-            if sinks is not None:
-                sinks.log(m)
-                log.info("step %d/%d %s", done, total_steps,
-                         " ".join(f"{k}={v:.4g}" for k, v in m.items() if isinstance(v, float)))
-        if done % cfg.checkpoint_every == 0 or done == total_steps:
-            _checkpoint(engine, out, done, last_metrics, in_ray)
 
-    if sinks is not None:
-        sinks.close()
+def train_step(w: Worker, micro_batches: list[list[int]]) -> StepStats:
+    """One optimizer step over this rank's ``micro_batches`` (lists of item indices).
 
-    # --- export -----------------------------------------------------------------------------
-    with _gathered(list(module.model.parameters()), zero3):
-        state = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()} if is_main else None
-    used = torch.tensor([len(items)], dtype=torch.long)
+    L_j is task j's token mean over the whole step on every rank (train/loss.py): the step's
+    target tokens per task are counted and all-reduced first, then each micro-batch's share is
+    back-propagated."""
+    t0 = time.perf_counter()
+    ce_sum = torch.zeros(len(TASKS), dtype=torch.float64)
+    ce_cnt = torch.zeros(len(TASKS), dtype=torch.float64)
+    tokens = 0
+    step_cnt = torch.zeros(len(TASKS), dtype=torch.float64)
+    for mb in micro_batches:
+        for i in mb:
+            step_cnt[w.items[i].task] += w.items[i].num_targets
+    dist.all_reduce(step_cnt)
+    step_cnt_dev = step_cnt.float().to(w.device)
+    for mb in micro_batches:
+        batch = {k: v.to(w.device) for k, v in collate([w.items[i] for i in mb], w.pad_id).items()}
+        loss_value, s, c = w.engine(**batch, step_cnt=step_cnt_dev)
+        # The shares already sum to the step loss: no 1/grad_accum, and undo the ranks' average.
+        w.engine.backward(loss_value * w.world, scale_wrt_gas=False)
+        w.engine.step()
+        ce_sum += s.double().cpu()
+        ce_cnt += c.double().cpu()
+        tokens += int(batch["attention_mask"].sum())
+    stats = torch.cat([ce_sum, ce_cnt, torch.tensor([float(tokens)], dtype=torch.float64)])
+    dist.all_reduce(stats)
+    n = len(TASKS)
+    return StepStats(stats[:n], stats[n:2 * n], float(stats[-1]), time.perf_counter() - t0)
+
+
+def step_metrics(w: Worker, step: int, epoch: int, stats: StepStats) -> dict[str, Any]:
+    """The metrics row of optimizer step ``step`` (1-based): per-task loss, s_j, sigma_j and
+    effective weight, learning rate, grad norm, tokens/s, MFU on a known GPU. Every rank calls
+    it (the sigmas may be gathered from ZeRO-3 shards)."""
+    with _gathered([w.module.loss.log_vars], w.zero3):
+        s_vals = w.module.loss.log_vars.detach().float().cpu().tolist()
+        weights = w.module.loss.effective_weights().tolist()
+    tok_s = stats.tokens / stats.seconds
+    m: dict[str, Any] = {
+        "step": step, "total_steps": w.total_steps, "epoch": epoch, "lr": w.scheduler.get_last_lr()[0],
+        "grad_norm": float(w.engine.get_global_grad_norm() or 0.0),
+        "tokens_per_s": round(tok_s, 1),
+    }
+    for j, task in enumerate(TASKS):
+        m[f"loss_{task}"] = float(stats.ce_sum[j] / stats.ce_cnt[j]) if stats.ce_cnt[j] > 0 else None
+        m[f"s_{task}"] = s_vals[j]
+        m[f"sigma_{task}"] = math.exp(s_vals[j] / 2)
+        m[f"weight_{task}"] = weights[j]
+    if w.peak_flops:
+        m["mfu"] = round(6 * w.n_params * tok_s / (w.peak_flops * w.world), 4)
+    return m
+
+
+def export(w: Worker, last_metrics: dict[str, Any]) -> None:
+    """Gather the model (ZeRO-3) and, on rank 0, save it as a Hugging Face directory with its
+    tokenizer and prompt format, and ``train_state.json`` with the examples every rank used
+    and dropped. Every rank calls it."""
+    with _gathered(list(w.module.model.parameters()), w.zero3):
+        state = ({k: v.detach().cpu().clone() for k, v in w.module.model.state_dict().items()}
+                 if w.is_main else None)
+    used = torch.tensor([len(w.items)], dtype=torch.long)
     dist.all_reduce(used)
-    all_dropped: list[Any] = [None] * world
-    dist.all_gather_object(all_dropped, dict(dropped))
-    dropped_total: dict[str, int] = {}
+    all_dropped: list[Any] = [None] * w.world
+    dist.all_gather_object(all_dropped, dict(w.dropped))
+    dropped_total: Counter[str] = Counter()
     for d in all_dropped:
-        for k, v in d.items():
-            dropped_total[k] = dropped_total.get(k, 0) + v
-    if is_main:
-        export = out / "model"
-        module.model.save_pretrained(export, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(export)
-        record_prompt_format(export, fmt)
-        (out / "train_state.json").write_text(json.dumps({
-            "steps": total_steps, "steps_per_epoch": steps_per_epoch, "world_size": world,
-            "examples_used": int(used.item()), "dropped_examples": dropped_total,
-            "final": last_metrics, "params": n_params,
+        dropped_total.update(d)
+    if w.is_main:
+        w.module.model.save_pretrained(w.files.export, state_dict=state, safe_serialization=True)
+        w.tokenizer.save_pretrained(w.files.export)
+        record_prompt_format(w.files.export, w.prompt_format)
+        w.files.state.write_text(json.dumps({
+            "steps": w.total_steps, "steps_per_epoch": w.steps_per_epoch, "world_size": w.world,
+            "examples_used": int(used.item()), "dropped_examples": dict(dropped_total),
+            "final": last_metrics, "params": w.n_params,
         }, indent=2))
     dist.barrier()
 
 
-def _latest_checkpoint(out: Path, in_ray: bool, local_rank: int) -> Path | None:
-    if in_ray:
-        import ray.train
+def train_worker(config: dict[str, Any], ctx: TrainContext) -> None:
+    """Set up, run the optimizer steps from the resumed one, log and checkpoint, export."""
+    w = setup(config, ctx)
+    cfg = w.cfg
+    plan_epoch, plan = 0, plan_steps(w.items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, 0)
+    last_metrics: dict[str, Any] = {}
+    for step in range(w.start_step, w.total_steps):
+        epoch, within = divmod(step, w.steps_per_epoch)
+        if epoch != plan_epoch:  # the same plan on a rerun: data order continues, not restarts
+            plan, plan_epoch = plan_steps(w.items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, epoch), epoch
+        stats = train_step(w, plan[within])
+        done = step + 1
+        if done % cfg.log_every == 0 or done == w.total_steps:
+            last_metrics = step_metrics(w, done, epoch, stats)
+            if w.sinks is not None:
+                w.sinks.log(last_metrics)
+                log.info("step %d/%d %s", done, w.total_steps,
+                         " ".join(f"{k}={v:.4g}" for k, v in last_metrics.items() if isinstance(v, float)))
+        if done % cfg.checkpoint_every == 0 or done == w.total_steps:
+            ctx.checkpoint(w.engine, done, last_metrics)
+    if w.sinks is not None:
+        w.sinks.close()
+    export(w, last_metrics)
 
-        ckpt = ray.train.get_checkpoint()
-        if ckpt is None:
-            return None
-        # Ray Train V2 hands every worker the merged directory of all workers' files.
-        return resume_dir(ckpt, local_rank, dist.barrier)
-    root = out / "checkpoints"
-    if not (root / "latest").is_file():
-        return None
-    return root
 
-
-def _checkpoint(engine: Any, out: Path, step: int, metrics: dict[str, Any], in_ray: bool) -> None:
-    """Every rank writes its ZeRO shards; Ray Train collects them into one checkpoint."""
-    if in_ray:
-        import ray.train
-
-        with tempfile.TemporaryDirectory() as tmp:
-            engine.save_checkpoint(tmp, tag=f"step{step:08d}", client_state={"step": step})
-            ray.train.report({**metrics, "step": step}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-    else:
-        engine.save_checkpoint(str(out / "checkpoints"), tag=f"step{step:08d}", client_state={"step": step})
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """``TorchTrainer``'s entry, also callable as a plain function: the worker body with the
+    Ray Train context inside a Ray Train worker, else the local one, which leaves no
+    rendezvous variables (RANK, WORLD_SIZE, MASTER_PORT, ...) and no process group behind."""
+    if in_ray_train_worker():
+        train_worker(config, RayTrainContext())
+        return
+    # Plain mode: the process outlives the run, so its environment and process group are
+    # put back as they were, also when the run fails.
+    local = LocalContext(TrainDir(Path(config["out"])).local_checkpoints)
+    try:
+        train_worker(config, local)
+    finally:
+        local.close()

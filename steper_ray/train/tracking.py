@@ -8,17 +8,20 @@ import os
 from pathlib import Path
 from typing import Any
 
+from steper_ray.layout import TrainDir
+
 
 class MetricSinks:
     def __init__(self, out: Path, tensorboard: bool = False, mlflow_uri: str | None = None,
                  run_name: str = "student", params: dict[str, Any] | None = None):
-        self.jsonl = (out / "metrics.jsonl").open("a")
+        files = TrainDir(out)
+        self.jsonl = files.metrics.open("a")
         self.tb = None
         self.mlflow = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tb"))
+            self.tb = SummaryWriter(str(files.tensorboard))
         if mlflow_uri:
             if mlflow_uri.startswith("file:"):
                 # MLflow 3 keeps the plain-directory store (no server, no database) behind a flag.
@@ -36,8 +39,8 @@ class MetricSinks:
         step = int(metrics["step"])
         self.jsonl.write(json.dumps(metrics) + "\n")
         self.jsonl.flush()
-        numbers = {k: float(v) for k, v in metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+        numbers = {k: float(v) for k, v in metrics.items()  # the step is the x axis, not a metric
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "total_steps")}
         if self.tb is not None:
             for k, v in numbers.items():
                 self.tb.add_scalar(k, v, step)

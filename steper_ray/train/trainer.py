@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import GeneratorConfig, SteperConfig
+from steper_ray.config import SteperConfig
 from steper_ray.errors import UserError
+from steper_ray.layout import RunLayout, TrainDir
+from steper_ray.models.student import resolve_student
+from steper_ray.progress import progress
 from steper_ray.ray_session import ensure_ray
 from steper_ray.summary import write_summary
 from steper_ray.train.loop import make_loop_config, train_loop_per_worker
@@ -18,66 +24,81 @@ from steper_ray.train.report import plot_sigmas, read_metrics
 log = logging.getLogger(__name__)
 
 
-def resolve_student(cfg: SteperConfig) -> str:
-    if cfg.train.student:
-        from steper_ray.models.prepare import resolve_model
-
-        student = resolve_model(cfg.train.student)
-        if not (Path(student) / "config.json").is_file():
-            raise UserError(f"train.student {cfg.train.student} is not a Hugging Face model directory "
-                            "(no config.json); point it at a local model or use 'smollm2'")
-        return student
-    path = Path(cfg.run_dir) / "models" / "student"
-    if not (path / "config.json").is_file():
-        from steper_ray.commands.tiny_model import run_tiny_model
-
-        log.info("building the offline tiny student at %s", path)
-        run_tiny_model(cfg, path)
-    return str(path)
-
-
 def resolve_examples(cfg: SteperConfig) -> str:
-    path = Path(cfg.train.examples or Path(cfg.run_dir) / "generate" / "examples")
+    """The step examples training reads (``RunLayout.examples``); UserError when there are none."""
+    layout = RunLayout(cfg)
+    path = layout.examples
     if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
         raise UserError(f"no step examples at {path}; run `steper-ray generate` first or set train.examples")
     import pyarrow.dataset as pads
 
     if pads.dataset(str(path), format="parquet").count_rows() == 0:
         raise UserError(f"{path} holds no step examples: the teacher kept no traces (see "
-                        f"{Path(cfg.run_dir) / 'generate' / 'summary.json'} for why each was dropped); "
+                        f"{layout.generate / 'summary.json'} for why each was dropped); "
                         "use a stronger teacher, or the evidence teacher (generate.teacher.kind=evidence)")
     return str(path)
 
 
-def train_out_dir(cfg: SteperConfig) -> Path:
-    return Path(cfg.train.out or Path(cfg.run_dir) / "train")
+def last_logged_step(metrics: Path) -> dict[str, Any] | None:
+    """The last complete row of a metrics.jsonl being written (None before the first)."""
+    try:
+        with metrics.open("rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - 16384))
+            lines = fh.read().split(b"\n")
+    except OSError:
+        return None
+    for line in reversed(lines[:-1]):  # the part after the last newline may be half-written
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return None
 
 
-def trained_student(cfg: SteperConfig, setting: str, engine: str = "hf") -> GeneratorConfig:
-    """This run's exported student on ``engine`` (its prompt format is recorded in the export);
-    ``setting`` is the key that picks another model."""
-    path = train_out_dir(cfg) / "model"
-    if not (path / "config.json").is_file():
-        raise UserError(f"no trained student: no model at {path}; run `steper-ray train` first, or set "
-                        f"{setting} (e.g. {setting}.kind=hf {setting}.model=DIR)")
-    return GeneratorConfig(kind=engine, model=str(path))
+@contextmanager
+def steps_progress(metrics: Path, every_s: float = 1.0) -> Iterator[None]:
+    """While training runs, the stage's progress follows the optimizer steps rank 0 logs."""
+    bar = progress()
+    bar.start(None, "steps")
+    stop = threading.Event()
 
+    def follow() -> None:
+        seen = None
+        while not stop.wait(every_s):
+            row = last_logged_step(metrics)
+            if row is not None and row != seen:
+                seen = row
+                bar.update(int(row["step"]), row.get("total_steps"))
 
-def base_student(cfg: SteperConfig, engine: str = "hf") -> GeneratorConfig:
-    """The untrained student (train.student, or the offline tiny Llama) in the student's prompt
-    format, for a zero-shot baseline."""
-    return GeneratorConfig(kind=engine, model=resolve_student(cfg), prompt_format=cfg.train.prompt_format)
+    thread = threading.Thread(target=follow, name="steps-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        row = last_logged_step(metrics)
+        if row is not None:
+            bar.update(int(row["step"]), row.get("total_steps"))
 
 
 def run_train(cfg: SteperConfig) -> dict[str, Any]:
     import ray
     import ray.train
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
     t0 = time.perf_counter()
     tcfg = cfg.train
-    out = train_out_dir(cfg).resolve()
+    out = RunLayout(cfg).train.resolve()
+    files = TrainDir(out)
     student = resolve_student(cfg)
     examples = resolve_examples(cfg)
     ensure_ray()
@@ -96,21 +117,22 @@ def run_train(cfg: SteperConfig) -> dict[str, Any]:
         dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
             name=tcfg.run_name,
-            storage_path=str(out / "ray"),
+            storage_path=str(files.ray_storage),
             checkpoint_config=CheckpointConfig(num_to_keep=tcfg.keep_checkpoints),
             failure_config=FailureConfig(max_failures=tcfg.max_failures),
         ),
     )
-    result = trainer.fit()
-    rows = read_metrics(out / "metrics.jsonl")
-    plot = plot_sigmas(rows, out / "sigmas.png") if rows else None
-    state = out / "train_state.json"
+    with steps_progress(files.metrics):
+        result = trainer.fit()
+    rows = read_metrics(files.metrics)
+    plot = plot_sigmas(rows, files.sigma_plot) if rows else None
+    state = files.state
     train_state = json.loads(state.read_text()) if state.is_file() else {}
     final = rows[-1] if rows else {}
     summary = {
         "command": "train",
         "out": str(out),
-        "model": str(out / "model"),
+        "model": str(files.export),
         "student": student,
         "examples": examples,
         "loss_mode": tcfg.loss.mode,

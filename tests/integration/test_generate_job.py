@@ -156,9 +156,9 @@ def test_sigkill_then_rerun_writes_every_question_exactly_once(tmp_path: Path, t
 def test_tensor_parallel_placement_is_one_gpu_bundles_on_one_node() -> None:
     from ray.util import remove_placement_group
 
-    from steper_ray.generate.job import _placement_args
+    from steper_ray.reasoning.job import tensor_parallel_args
 
-    args = _placement_args(4, 2.0)()
+    args = tensor_parallel_args(4, 2.0)()
     strategy = args["scheduling_strategy"]
     pg = strategy.placement_group
     assert pg.bundle_specs == [{"GPU": 1, "CPU": 2.0}, {"GPU": 1}, {"GPU": 1}, {"GPU": 1}]

@@ -170,6 +170,14 @@ def test_train_loop_runs_without_ray_as_a_plain_function(tmp_path: Path, small_e
     import subprocess
     import sys
 
+    # a second plain run, in a child inheriting the first run's environment
+    again = (
+        "from steper_ray.config import TrainConfig\n"
+        "from steper_ray.train.loop import make_loop_config, train_loop_per_worker\n"
+        "cfg = TrainConfig(max_steps=1, micro_batch_size=1, grad_accum=2)\n"
+        f"train_loop_per_worker(make_loop_config(cfg, {str(tiny_model_dir)!r}, {str(small_examples)!r}, "
+        f"{str(tmp_path / 'again')!r}))\n"
+    )
     code = (
         "import json, sys\n"
         "from steper_ray.config import TrainConfig\n"
@@ -177,8 +185,16 @@ def test_train_loop_runs_without_ray_as_a_plain_function(tmp_path: Path, small_e
         "cfg = TrainConfig(max_steps=3, checkpoint_every=2, zero_stage=2, micro_batch_size=1, grad_accum=2,\n"
         "                  gradient_checkpointing=True)\n"
         f"train_loop_per_worker(make_loop_config(cfg, {str(tiny_model_dir)!r}, {str(small_examples)!r}, {str(tmp_path)!r}))\n"
+        # the process is left as it was: no rendezvous variables, no process group ...
+        "import os, subprocess, torch.distributed as dist\n"
+        "leaked = [k for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT') if k in os.environ]\n"
+        "assert not leaked and not dist.is_initialized(), (leaked, dist.is_initialized())\n"
+        # ... so a second plain run in a child inheriting this environment works
+        f"subprocess.run([sys.executable, '-c', {again!r}], check=True, timeout=600)\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "again/model/model.safetensors").is_file()
     assert _logged_steps(tmp_path) == [1, 2, 3]
     assert (tmp_path / "checkpoints/latest").is_file()
     assert (tmp_path / "model/model.safetensors").is_file()

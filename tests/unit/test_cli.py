@@ -132,6 +132,18 @@ def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.Captu
     assert "| run (steper) | hp | 3 |" in Path(summary["evaluate"]["report"]).read_text()
     table = out.strip().rsplit("\n", 1)[0]  # everything before the JSON line
     assert "final sigmas init" in table and "dev set" in table and "\nhp " in table
+    # the quiet console: a header, progress lines of the stages (one at the end of each, one a
+    # minute while one runs), the table, the JSON; everything else is in one log per stage
+    lines = out.splitlines()
+    assert lines[0] == f"steper-ray pipeline: run {run}, logs in {run / 'logs'}/"
+    head = lines[1:lines.index("stage            status    seconds")]
+    stages = ["index", "retrieval_eval", "generate", "train", "evaluate"]
+    first_words = [line.split()[0] for line in head]
+    assert sorted(set(first_words), key=first_words.index) == stages and len(head) <= 15, head
+    assert len(lines) <= 40, lines
+    for stage in stages:
+        assert f"===== stage {stage}" in (run / f"logs/{stage}.log").read_text()
+    assert "stage generate" not in (run / "logs/train.log").read_text()
 
     assert main(["pipeline", "--json", *overrides]) == 0
     again = _last_json(capsys.readouterr().out)

@@ -51,7 +51,7 @@ def test_out_holding_other_data_is_refused_untouched(tmp_path: Path, capsys: pyt
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     assert main(["model", "prepare", "--gguf", str(llama), "--out", str(out)]) == 2
-    assert "is not a model directory prepared by steper-ray" in capsys.readouterr().err
+    assert "holds other data (keep.txt)" in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 

@@ -1,0 +1,104 @@
+"""The quiet console: a stage's output of every kind lands in its log, the terminal gets one
+line per stage, and a failed stage shows its log's tail and path."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from steper_ray.cli import main
+from steper_ray.console import Console, StageFailed, run_stage, tail
+from steper_ray.progress import progress
+
+
+def _noisy_stage() -> str:
+    print("python print to stdout")
+    os.write(2, b"raw write to descriptor 2\n")
+    logging.getLogger("steper_ray.some_module").info("an info record")
+    warnings.warn("a library warning", UserWarning, stacklevel=1)
+    subprocess.run([sys.executable, "-c", "import sys; print('child stdout'); print('child stderr', file=sys.stderr)"],
+                   check=True)
+    bar = progress()
+    bar.start(10, "questions")
+    bar.advance(4)
+    bar.advance(6)
+    return "result"
+
+
+def test_a_stage_keeps_everything_but_its_progress_line_off_the_terminal(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    console = Console()
+    log_file = tmp_path / "logs/generate.log"
+    with console.session("generate", tmp_path / "logs/command.log"):
+        assert run_stage(console, "generate", log_file, _noisy_stage) == "result"
+    out = capsys.readouterr()
+    assert out.out.splitlines() == [line for line in out.out.splitlines() if line.startswith("generate")]
+    assert len(out.out.splitlines()) == 1 and "10/10 questions" in out.out  # not a terminal: one line at the end
+    text = log_file.read_text()
+    for expected in ("python print to stdout", "raw write to descriptor 2", "an info record", "a library warning",
+                     "child stdout", "child stderr", "===== stage generate"):
+        assert expected in text, expected
+
+
+def test_a_failed_stage_shows_the_tail_of_its_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def boom() -> None:
+        for i in range(30):
+            print(f"line {i}")
+        raise RuntimeError("disk on fire")
+
+    console = Console()
+    log_file = tmp_path / "logs/train.log"
+    with pytest.raises(StageFailed) as info:
+        with console.session("train", tmp_path / "logs/train.log"):
+            run_stage(console, "train", log_file, boom)
+    assert isinstance(info.value.__cause__, RuntimeError) and str(info.value) == str(log_file)
+    out = capsys.readouterr()
+    assert "train           failed" in out.out
+    assert f"train failed; full log: {log_file}" in out.err
+    assert "RuntimeError: disk on fire" in out.err  # the traceback's last line is in the tail
+    assert "line 29" in log_file.read_text() and "Traceback" in log_file.read_text()
+    assert tail(log_file, 3)[-1].startswith("RuntimeError: disk on fire")
+
+
+def test_commands_log_into_the_run_and_print_only_their_result(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "R"
+    assert main(["index", "--dataset", "sample:2wikimultihopqa/dev.jsonl", f"run_dir={run}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("index ") and lines[1].startswith("indexed 425 passages")
+    assert "indexing 425 passages" in (run / "logs/index.log").read_text()
+    # a user mistake inside the stage: the log's tail, then the message, exit 2
+    assert main(["index", "--dataset", "sample:2wikimultihopqa/malformed.jsonl", f"run_dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert f"full log: {run / 'logs/index.log'}" in err and "no paragraphs to index" in err.splitlines()[-1]
+
+
+def test_progress_lines_show_rate_and_eta(tmp_path: Path) -> None:
+    from steper_ray.progress import Progress
+
+    bar = Progress("evaluate")
+    bar.start(100, "questions")
+    bar.update(50)
+    line = bar.line()
+    assert line.startswith("evaluate") and "50/100 questions" in line and "questions/s" in line and "ETA" in line
+
+
+def test_verbose_leaves_the_terminal_as_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    console = Console(verbose=True)
+    log_file = tmp_path / "logs/generate.log"
+
+    def stage() -> None:
+        print("python print to stdout")
+        logging.getLogger("steper_ray.some_module").debug("a debug record")
+
+    with console.session("generate", tmp_path / "logs/command.log"):
+        run_stage(console, "generate", log_file, stage)
+    out = capsys.readouterr().out
+    assert "python print to stdout" in out and out.splitlines()[-1].startswith("generate")
+    assert "a debug record" in log_file.read_text() and "python print" not in log_file.read_text()

@@ -1,0 +1,105 @@
+"""The training worker's parts that do not need a process group: the local context (rows,
+checkpoints in, checkpoints out), the optimizer groups from transformers' decay rule and the
+warmup length of transformers' cosine schedule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from steper_ray.config import TrainConfig
+from steper_ray.train.context import LocalContext, checkpoint_tag, in_ray_train_worker
+from steper_ray.train.loop import StudentWithLoss, decay_parameter_names, param_groups, warmup_steps
+from steper_ray.train.loss import StepERLoss
+
+
+class _Engine:
+    def __init__(self) -> None:
+        self.saved: list[tuple[str, str, dict[str, Any]]] = []
+
+    def save_checkpoint(self, path: str, tag: str, client_state: dict[str, Any]) -> None:
+        self.saved.append((path, tag, client_state))
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "latest").write_text(tag)  # as DeepSpeed does
+
+
+def test_local_context_reads_rows_and_keeps_checkpoints_in_the_train_dir(tmp_path: Path) -> None:
+    examples = tmp_path / "examples.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": "a", "task": "init"}, {"id": "b", "task": "agg"}]), examples)
+    ctx = LocalContext(tmp_path / "train/checkpoints")
+    assert [r["id"] for r in ctx.rows(str(examples))] == ["a", "b"]
+    assert ctx.resume_from(0) is None  # nothing saved yet
+    engine = _Engine()
+    ctx.checkpoint(engine, 20, {"loss_init": 1.0})
+    assert engine.saved == [(str(tmp_path / "train/checkpoints"), "step00000020", {"step": 20})]
+    assert ctx.resume_from(0) == tmp_path / "train/checkpoints"
+    assert checkpoint_tag(7) == "step00000007"
+    assert not in_ray_train_worker()  # a test process is no Ray Train worker
+
+
+def test_optimizer_groups_follow_transformers_decay_rule(tiny_model_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    module = StudentWithLoss(model, StepERLoss("steper"))
+    decay = decay_parameter_names(model)
+    assert decay and not any("norm" in n or n.endswith("bias") for n in decay)
+    assert any(n.endswith("q_proj.weight") for n in decay)
+    cfg = TrainConfig(weight_decay=0.1, lr=1e-3)
+    groups = param_groups(module, cfg)
+    assert [(g["weight_decay"], g["lr"]) for g in groups] == [(0.1, 1e-3), (0.0, 1e-3), (0.0, cfg.loss.sigma_lr)]
+    assert groups[2]["params"] == [module.loss.log_vars]
+    n_model = sum(1 for p in model.parameters() if p.requires_grad)
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == n_model
+    uniform = param_groups(StudentWithLoss(model, StepERLoss("uniform")), cfg)
+    assert len(uniform) == 2  # fixed weights: no sigma group
+
+
+@pytest.mark.parametrize(("ratio", "total", "warmup"), [(0.1, 34, 4), (0.0, 6, 0), (0.05, 300, 15)])
+def test_warmup_rounds_up_like_the_trainer(ratio: float, total: int, warmup: int) -> None:
+    assert warmup_steps(TrainConfig(warmup_ratio=ratio), total) == warmup
+
+
+
+def test_local_context_leaves_the_process_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "0")  # a launcher's own value is kept, not removed
+    ctx = LocalContext(tmp_path / "checkpoints")
+    ctx.init_process_group()
+    assert os.environ["WORLD_SIZE"] == "1" and os.environ["MASTER_PORT"]
+    dist.init_process_group("gloo")  # what deepspeed.init_distributed does with that environment
+    try:
+        assert dist.get_world_size() == 1
+    finally:
+        ctx.close()
+    assert not dist.is_initialized()
+    assert not {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"} & set(os.environ)
+    assert os.environ["LOCAL_RANK"] == "0"
+
+
+def test_training_progress_follows_the_logged_steps(tmp_path: Path) -> None:
+    import json
+    import time
+
+    from steper_ray.progress import Progress, active
+    from steper_ray.train.trainer import last_logged_step, steps_progress
+
+    metrics = tmp_path / "metrics.jsonl"
+    assert last_logged_step(metrics) is None  # not written yet
+    bar = Progress("train")
+    with active(bar), steps_progress(metrics, every_s=0.01):
+        metrics.write_text(json.dumps({"step": 1, "total_steps": 4}) + "\n" + '{"step": 2, "tot')  # half-written
+        deadline = time.time() + 5
+        while bar.done != 1 and time.time() < deadline:
+            time.sleep(0.01)
+        assert (bar.done, bar.total, bar.unit) == (1, 4, "steps")
+        metrics.write_text(metrics.read_text().rsplit("\n", 1)[0] + "\n" + json.dumps({"step": 4, "total_steps": 4}) + "\n")
+    assert (bar.done, bar.total) == (4, 4)  # the last row is read once more when training ends
