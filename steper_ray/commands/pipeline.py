@@ -88,6 +88,25 @@ STAGES: list[tuple[str, Callable[[SteperConfig, Path], dict[str, Any]]]] = [
 ]
 
 
+def run_stage(cfg: SteperConfig, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One pipeline stage into <run_dir>/<name>, skipped when its summary.json exists:
+    (the stage's row for the stage table, its summary)."""
+    fn = dict(STAGES)[name]
+    out = Path(cfg.run_dir) / name
+    done = out / "summary.json"
+    if done.is_file():
+        log.info("stage %s: already complete, skipped (delete %s to redo it)", name, out)
+        result = json.loads(done.read_text())
+        return {"stage": name, "status": "skipped", "seconds": result.get("seconds", 0.0)}, result
+    log.info("stage %s: running", name)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = fn(cfg, out)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    write_summary(out, result)
+    return {"stage": name, "status": "done", "seconds": result["seconds"]}, result
+
+
 def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,22 +114,9 @@ def run_pipeline(cfg: SteperConfig) -> dict[str, Any]:
     t_all = time.perf_counter()
     stages = []
     results: dict[str, Any] = {}
-    for name, fn in STAGES:
-        out = run_dir / name
-        done = out / "summary.json"
-        if done.is_file():
-            log.info("stage %s: already complete, skipped (delete %s to redo it)", name, out)
-            result = json.loads(done.read_text())
-            stages.append({"stage": name, "status": "skipped", "seconds": result.get("seconds", 0.0)})
-        else:
-            log.info("stage %s: running", name)
-            out.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            result = fn(cfg, out)
-            result["seconds"] = round(time.perf_counter() - t0, 3)
-            write_summary(out, result)
-            stages.append({"stage": name, "status": "done", "seconds": result["seconds"]})
-        results[name] = result
+    for name, _ in STAGES:
+        row, results[name] = run_stage(cfg, name)
+        stages.append(row)
     summary = {
         "command": "pipeline",
         "run_dir": str(run_dir),

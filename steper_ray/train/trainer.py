@@ -107,6 +107,8 @@ def run_train(cfg: SteperConfig) -> dict[str, Any]:
         "student": student,
         "examples": examples,
         "loss_mode": tcfg.loss.mode,
+        "loss": tcfg.loss.model_dump(),
+        "params": train_state.get("params"),
         "steps": train_state.get("steps"),
         "examples_used": train_state.get("examples_used"),
         "dropped_examples": train_state.get("dropped_examples"),
