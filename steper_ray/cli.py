@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import SteperConfig, load_config
+from steper_ray.config import ABLATION_MODES, SteperConfig, load_config
 from steper_ray.errors import UserError
 
 log = logging.getLogger("steper_ray")
@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "<run_dir>/compare)")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR",
                    help="write a comparison report (Markdown + PNG) of these evaluated runs instead")
+    _common(p)
+
+    p = sub.add_parser("ablate", help="the paper's loss ablations: train and evaluate each mode, one table")
+    p.add_argument("--modes", help=f"comma-separated modes (default ablate.modes: {','.join(ABLATION_MODES)})")
+    p.add_argument("--out", help="output directory (default <run_dir>/ablate)")
     _common(p)
 
     p = sub.add_parser("serve", help="the HTTP endpoint on Ray Serve (runs until Ctrl-C)")
@@ -113,6 +118,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "generate": {"out": "generate.out"},
         "train": {"out": "train.out"},
         "evaluate": {"out": "evaluate.out"},
+        "ablate": {"out": "ablate.out"},
         "serve": {"host": "serve.host", "port": "serve.port"},
         "index": {"dataset": "index.dataset", "corpus": "index.corpus", "format": "index.format",
                   "kind": "index.kind", "out": "index.out"},
@@ -122,6 +128,9 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         value = getattr(args, attr, None)
         if value is not None:
             out.append(f"{key}={json.dumps(value)}")
+    if args.command == "ablate" and args.modes is not None:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        out.append(f"ablate.modes={json.dumps(modes)}")
     if args.command == "index" and (args.dataset or args.corpus):
         # A source flag replaces whatever source the config file named.
         other = "index.corpus" if args.dataset else "index.dataset"
@@ -199,6 +208,12 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         summary = run_evaluate(cfg)
         _emit(summary, args.json, None if args.json else json.dumps(summary, indent=2))
+    elif args.command == "ablate":
+        from steper_ray.commands.ablate import run_ablate
+
+        summary = run_ablate(cfg)
+        _emit(summary, args.json, None if args.json else
+              Path(summary["report"]).read_text() + f"\nreport {summary['report']}, chart {summary['plot']}")
     elif args.command == "serve":
         from steper_ray.serve.app import run_serve
 
