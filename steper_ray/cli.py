@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import SteperConfig, load_config
+from steper_ray.config import ABLATION_MODES, SteperConfig, load_config
 from steper_ray.console import LOG_FORMAT, Console, StageFailed, run_stage
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "<run_dir>/compare)")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR",
                    help="write a comparison report (Markdown + PNG) of these evaluated runs instead")
+    _common(p)
+
+    p = sub.add_parser("ablate", help="the paper's loss ablations: train and evaluate each mode, one table")
+    p.add_argument("--modes", help=f"comma-separated modes (default ablate.modes: {','.join(ABLATION_MODES)})")
+    p.add_argument("--out", help="output directory (default <run_dir>/ablate)")
     _common(p)
 
     p = sub.add_parser("serve", help="the HTTP endpoint on Ray Serve (runs until Ctrl-C)")
@@ -119,6 +124,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "generate": {"out": "generate.out"},
         "train": {"out": "train.out"},
         "evaluate": {"out": "evaluate.out"},
+        "ablate": {"out": "ablate.out"},
         "serve": {"host": "serve.host", "port": "serve.port"},
         "index": {"dataset": "index.dataset", "corpus": "index.corpus", "format": "index.format",
                   "kind": "index.kind", "out": "index.out"},
@@ -132,6 +138,9 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         if args.which not in ("generation", "serving"):
             raise UserError(f"--model applies to bench generation and serving, not {args.which}")
         out.append(f"bench.{args.which}.model={json.dumps(args.model)}")
+    if args.command == "ablate" and args.modes is not None:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        out.append(f"ablate.modes={json.dumps(modes)}")
     if args.command == "index" and (args.dataset or args.corpus):
         # A source flag replaces whatever source the config file named.
         other = "index.corpus" if args.dataset else "index.dataset"
@@ -222,6 +231,12 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
 
         summary = _staged(console, cfg, "evaluate", run_evaluate, cfg)
         _emit(console, summary, args.json, None if args.json else json.dumps(summary, indent=2))
+    elif args.command == "ablate":
+        from steper_ray.commands.ablate import run_ablate
+
+        summary = _staged(console, cfg, "ablate", run_ablate, cfg)
+        _emit(console, summary, args.json, None if args.json else
+              Path(summary["report"]).read_text() + f"\nreport {summary['report']}, chart {summary['plot']}")
     elif args.command == "serve":
         from steper_ray.serve.app import run_serve
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -404,6 +404,31 @@ class EvaluateConfig(Section):
     limit: int | None = Field(None, ge=1, description="Evaluate at most this many questions per dev set.")
 
 
+AblationMode = Literal["steper", "uniform", "first_heavy", "last_heavy", "vanilla_kd"]
+ABLATION_MODES: tuple[str, ...] = get_args(AblationMode)
+
+
+class AblateConfig(Section):
+    modes: list[AblationMode] = Field(
+        default_factory=lambda: list(ABLATION_MODES), min_length=1,
+        description="Loss settings trained and evaluated, one table row each, in this order: "
+        "'steper' (learned sigmas), 'uniform' (fixed weights 1/1/1), 'first_heavy' (1.5/1/0.5), "
+        "'last_heavy' (0.5/1/1.5), 'vanilla_kd' (agg examples, the whole chain as target): the "
+        "paper's ablations.",
+    )
+    out: str | None = Field(
+        None, description="Output directory; None: <run_dir>/ablate. Mode M trains into <out>/M/train "
+        "and is evaluated into <out>/M/evaluate.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_modes(self) -> AblateConfig:
+        dupes = sorted({m for m in self.modes if self.modes.count(m) > 1})
+        if dupes:
+            raise ValueError(f"ablate.modes repeats {dupes}; list each mode once")
+        return self
+
+
 class AutoscalingConfig(Section):
     min_replicas: int = Field(1, ge=0, description="Fewest replicas (0 lets an idle deployment scale to zero).")
     max_replicas: int = Field(1, ge=1, description="Most replicas.")
@@ -553,6 +578,9 @@ class SteperConfig(Section):
     generate: GenerateConfig = Field(default_factory=GenerateConfig, description="Teacher traces.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Student training.")
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Evaluation on the dev sets.")
+    ablate: AblateConfig = Field(
+        default_factory=AblateConfig, description="`steper-ray ablate`: the paper's loss ablations."
+    )
     serve: ServeConfig = Field(default_factory=ServeConfig, description="The HTTP endpoint (Ray Serve).")
     tiny_model: TinyModelConfig = Field(
         default_factory=TinyModelConfig, description="Offline tiny Llama built for tests/demo."

@@ -167,7 +167,7 @@ class RunLayout:
                 "generate": self.generate, "evaluate_base": self.evaluate_base,
                 "train": self.train, "evaluate": self.evaluate}
         if stage not in dirs:
-            raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(_STAGE_DIRS)}")
+            raise KeyError(f"unknown stage {stage!r}; stages: {', '.join(dirs)}")
         return dirs[stage]
 
     # --- indexes -------------------------------------------------------------------------
@@ -267,6 +267,11 @@ class RunLayout:
     @property
     def evaluate_base(self) -> Path:
         return self.run_dir / "evaluate_base"
+
+    @property
+    def ablate(self) -> Path:
+        """``steper-ray ablate``: one directory per loss mode, the table and chart."""
+        return Path(self.cfg.ablate.out) if self.cfg.ablate.out else self.run_dir / "ablate"
 
     @property
     def compare(self) -> Path:

@@ -120,9 +120,33 @@ def pipeline_stages(cfg: SteperConfig) -> list[tuple[str, Callable[[SteperConfig
     ]
 
 
+def run_pipeline_stage(cfg: SteperConfig, name: str,
+                       console: Console | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One pipeline stage into its directory (the run layout's), skipped when its summary.json
+    exists: (the stage's row for the stage table, its summary). With a ``console`` the stage
+    shows one progress line and logs into ``<run_dir>/logs/<stage>.log``; a failure shows the
+    log's tail (StageFailed). Raises ``KeyError`` for a stage this config does not run."""
+    layout = RunLayout(cfg)
+    fn = dict(pipeline_stages(cfg))[name]
+    out = layout.stage_dir(name)
+    done = out / "summary.json"
+    if done.is_file():
+        log.info("stage %s: already complete, skipped (delete %s to redo it)", name, out)
+        if console is not None:
+            console.print(f"{name:<15} skipped (already complete; delete {out} to redo it)")
+        result = json.loads(done.read_text())
+        return {"stage": name, "status": "skipped", "seconds": result.get("seconds", 0.0)}, result
+    log.info("stage %s: running", name)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = run_stage(console, name, layout.log_file(name), fn, cfg, out)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    write_summary(out, result)
+    return {"stage": name, "status": "done", "seconds": result["seconds"]}, result
+
+
 def run_pipeline(cfg: SteperConfig, console: Console | None = None) -> dict[str, Any]:
-    """Run every stage not finished yet; with a ``console``, each shows one progress line and
-    logs into ``<run_dir>/logs/<stage>.log`` (a failure shows the log's tail: StageFailed)."""
+    """Run every stage not finished yet (see :func:`run_pipeline_stage`)."""
     layout = RunLayout(cfg)
     run_dir = layout.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,24 +154,9 @@ def run_pipeline(cfg: SteperConfig, console: Console | None = None) -> dict[str,
     t_all = time.perf_counter()
     stages = []
     results: dict[str, Any] = {}
-    for name, fn in pipeline_stages(cfg):
-        out = layout.stage_dir(name)
-        done = out / "summary.json"
-        if done.is_file():
-            log.info("stage %s: already complete, skipped (delete %s to redo it)", name, out)
-            if console is not None:
-                console.print(f"{name:<15} skipped (already complete; delete {out} to redo it)")
-            result = json.loads(done.read_text())
-            stages.append({"stage": name, "status": "skipped", "seconds": result.get("seconds", 0.0)})
-        else:
-            log.info("stage %s: running", name)
-            out.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            result = run_stage(console, name, layout.log_file(name), fn, cfg, out)
-            result["seconds"] = round(time.perf_counter() - t0, 3)
-            write_summary(out, result)
-            stages.append({"stage": name, "status": "done", "seconds": result["seconds"]})
-        results[name] = result
+    for name, _ in pipeline_stages(cfg):
+        row, results[name] = run_pipeline_stage(cfg, name, console)
+        stages.append(row)
     summary = {
         "command": "pipeline",
         "run_dir": str(run_dir),

@@ -61,14 +61,17 @@ def compare_runs(run_dirs: list[str], out: Path) -> dict[str, Any]:
             lines.append(f"| {label} | {d} | {m['questions']} | " + " | ".join(cells)
                          + f" | {m['mean_steps']:.2f} | {m['tokens_per_question']:.1f} |")
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
-    _plot(table, labels, datasets, out / "comparison.png")
+    plot_metrics(table, labels, datasets, out / "comparison.png")
     summary = {"command": "evaluate --compare", "out": str(out), "runs": dict(zip(labels, run_dirs)),
                "metrics": table, "report": str(out / "comparison.md"), "plot": str(out / "comparison.png")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _plot(table: dict[str, dict[str, dict[str, Any]]], labels: list[str], datasets: list[str], path: Path) -> None:
+def plot_metrics(table: dict[str, dict[str, dict[str, Any]]], labels: list[str], datasets: list[str], path: Path,
+                 title: str | None = None) -> None:
+    """EM, F1 and Acc bars: one group per dataset, one bar per label; ``table[label][dataset]``
+    holds the metrics (fractions in [0, 1])."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,6 +89,8 @@ def _plot(table: dict[str, dict[str, dict[str, Any]]], labels: list[str], datase
         ax.set_xticklabels(datasets, rotation=15)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

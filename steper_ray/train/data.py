@@ -133,9 +133,22 @@ def encode_for_loss(tokenizer, examples: Sequence[dict], mode: str, target: str,
     """The training items of a loss mode: every task with ``target``'s labels, or for
     ``vanilla_kd`` (the paper's baseline) the agg examples only, labelled on the whole chain
     R<S and the answer given all passages (``label_target``)."""
-    if mode == "vanilla_kd":
-        examples = [ex for ex in examples if ex["task"] == "agg"]
-    return encode_all(tokenizer, examples, max_len, label_target(mode, target), trim, builder)
+    return encode_all(tokenizer, rows_for_loss(examples, mode), max_len, label_target(mode, target), trim, builder)
+
+
+def rows_for_loss(examples: Sequence[dict], mode: str) -> list[dict]:
+    """The examples a loss mode trains on: all of them, or the agg ones for ``vanilla_kd``."""
+    return [ex for ex in examples if mode != "vanilla_kd" or ex["task"] == "agg"]
+
+
+def micro_batches_per_rank(examples: Sequence[dict], mode: str, world_size: int, micro_batch: int) -> list[int]:
+    """Micro-batches each rank can form (one task per micro-batch) before tokenisation; an
+    optimizer step needs ``grad_accum`` of them on every rank (``plan_steps``)."""
+    out = []
+    for rank in range(world_size):  # as the workers do: shard all rows, then keep the mode's
+        per_task = Counter(r["task"] for r in rows_for_loss(shard_rows(examples, rank, world_size), mode))
+        out.append(sum(-(-n // micro_batch) for n in per_task.values()))
+    return out
 
 
 def plan_steps(items: Sequence[Encoded], micro_batch: int, micro_per_step: int, seed: int,

@@ -36,7 +36,29 @@ def resolve_examples(cfg: SteperConfig) -> str:
         raise UserError(f"{path} holds no step examples: the teacher kept no traces (see "
                         f"{layout.generate / 'summary.json'} for why each was dropped); "
                         "use a stronger teacher, or the evidence teacher (generate.teacher.kind=evidence)")
+    check_one_step(cfg, str(path))
     return str(path)
+
+
+def check_one_step(cfg: SteperConfig, examples: str) -> None:
+    """Every worker must be able to fill one optimizer step (grad_accum micro-batches of one task
+    each) with the examples its loss mode trains on; say so before any worker starts."""
+    import pyarrow.dataset as pads
+
+    from steper_ray.train.data import micro_batches_per_rank, rows_for_loss
+
+    t = cfg.train
+    rows = pads.dataset(examples, format="parquet").to_table(columns=["id", "task"]).to_pylist()
+    per_rank = micro_batches_per_rank(rows, t.loss.mode, t.num_workers, t.micro_batch_size)
+    if min(per_rank) < t.grad_accum:
+        used = "agg examples" if t.loss.mode == "vanilla_kd" else "examples"
+        raise UserError(
+            f"too few step examples for one optimizer step: train.loss.mode {t.loss.mode} trains on "
+            f"{len(rows_for_loss(rows, t.loss.mode))} {used} in "
+            f"{examples}, which make {min(per_rank)} micro-batches (of one task, up to "
+            f"train.micro_batch_size={t.micro_batch_size}) on the smallest of train.num_workers="
+            f"{t.num_workers} workers, and a step needs train.grad_accum={t.grad_accum}; lower "
+            "train.grad_accum, train.micro_batch_size or train.num_workers, or generate more traces")
 
 
 def last_logged_step(metrics: Path) -> dict[str, Any] | None:
@@ -99,8 +121,8 @@ def run_train(cfg: SteperConfig) -> dict[str, Any]:
     tcfg = cfg.train
     out = RunLayout(cfg).train.resolve()
     files = TrainDir(out)
-    student = resolve_student(cfg)
     examples = resolve_examples(cfg)
+    student = resolve_student(cfg)
     ensure_ray()
     out.mkdir(parents=True, exist_ok=True)
     trainer = TorchTrainer(
@@ -136,6 +158,8 @@ def run_train(cfg: SteperConfig) -> dict[str, Any]:
         "student": student,
         "examples": examples,
         "loss_mode": tcfg.loss.mode,
+        "loss": tcfg.loss.model_dump(),
+        "params": train_state.get("params"),
         "steps": train_state.get("steps"),
         "examples_used": train_state.get("examples_used"),
         "dropped_examples": train_state.get("dropped_examples"),

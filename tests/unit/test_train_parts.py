@@ -331,3 +331,17 @@ def test_step_loss_with_unequal_task_counts_is_the_closed_form() -> None:
                       torch.zeros(3, dtype=torch.float64).index_put((torch.tensor([t]),), torch.tensor([n], dtype=torch.float64)))
                  for (t, n), c in zip(micro, ce))
     assert abs(per_mb.item() - closed.item()) > 1e-3
+
+
+@pytest.mark.parametrize("mode", ["steper", "vanilla_kd"])
+def test_micro_batch_count_per_rank_predicts_whether_a_step_can_be_planned(mode: str) -> None:
+    from steper_ray.train.data import micro_batches_per_rank, rows_for_loss, shard_rows
+
+    rows = [{"id": f"q{q}-{t}", "task": t} for q in range(7) for t in TASKS if t != "exp" or q % 2]
+    counts = micro_batches_per_rank(rows, mode, world_size=2, micro_batch=2)
+    for rank, count in enumerate(counts):
+        mine = rows_for_loss(shard_rows(rows, rank, 2), mode)
+        assert all(r["task"] == "agg" for r in mine) or mode == "steper"
+        items = [Encoded(r["id"], TASKS.index(r["task"]), [1, 2], [1, 2]) for r in mine]
+        for grad_accum in range(1, 8):
+            assert bool(plan_steps(items, 2, grad_accum, seed=0, epoch=0)) == (count >= grad_accum)

@@ -1,0 +1,221 @@
+"""`steper-ray ablate`: the paper's loss ablations in one command.
+
+Every mode in ``ablate.modes`` trains a student from the same kept teacher traces (the run's step
+examples; the generate stage runs first, as in the pipeline, when there are none yet) and is
+evaluated on the same dev sets, through the ``train`` and ``evaluate`` commands themselves with a
+config copy per mode: mode M trains into <out>/M/train (its own Ray Train run name, so an
+interrupted mode resumes from its checkpoint) and its exported student is evaluated into
+<out>/M/evaluate. A mode with an evaluate summary.json is skipped on rerun (status ``skipped``);
+a trained one that was not evaluated is only evaluated (``evaluated``); the others train and
+evaluate (``done``). Problems are found before any training: the config (unknown, repeated or
+no modes, a bad ``train.loss``), the evaluated model, and examples too few for a mode to fill
+one optimizer step, each listed with its fix. The report (evaluate/ablation.py) puts the modes side by
+side with the paper's reported figures.
+
+Modes and their ``train.loss`` (the paper's ablations: learned weights against fixed uniform,
+first-heavy and last-heavy weights, and vanilla KD):
+
+=========== ============================================================
+steper      mode steper: learned s_j = log sigma_j^2 per task
+uniform     mode uniform, weights (1, 1, 1) for init, exp, agg
+first_heavy mode uniform, weights (1.5, 1, 0.5)
+last_heavy  mode uniform, weights (0.5, 1, 1.5)
+vanilla_kd  mode vanilla_kd: agg examples only, the whole chain as target
+=========== ============================================================
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from steper_ray.config import (
+    ABLATION_MODES,
+    LossConfig,
+    SteperConfig,
+    dump_config,
+    validate,
+)
+from steper_ray.errors import UserError
+from steper_ray.layout import RunLayout
+from steper_ray.summary import write_summary
+
+log = logging.getLogger(__name__)
+
+# Fixed task weights (init, exp, agg) of the paper's weighting ablation.
+FIXED_WEIGHTS: dict[str, tuple[float, float, float]] = {
+    "uniform": (1.0, 1.0, 1.0),
+    "first_heavy": (1.5, 1.0, 0.5),
+    "last_heavy": (0.5, 1.0, 1.5),
+}
+
+
+def mode_loss(mode: str, base: LossConfig) -> LossConfig:
+    """The ``train.loss`` of an ablation mode; target, sigma_lr and init_log_var come from ``base``."""
+    if mode not in ABLATION_MODES:
+        raise UserError(f"unknown ablation mode {mode!r}; valid modes: {', '.join(ABLATION_MODES)}")
+    data = base.model_dump()
+    if mode in FIXED_WEIGHTS:
+        data.update(mode="uniform", weights=list(FIXED_WEIGHTS[mode]))
+    else:
+        data["mode"] = mode
+    return validate(LossConfig, data, f"ablate mode {mode}")
+
+
+def ablate_out(cfg: SteperConfig) -> Path:
+    return RunLayout(cfg).ablate
+
+
+def mode_config(cfg: SteperConfig, mode: str, out: Path) -> SteperConfig:
+    """``cfg`` for one mode: its loss, train output and run name, evaluate output, and the
+    evaluated model = this mode's exported student (an explicit evaluate.model keeps its engine
+    settings, with the mode's export as its model)."""
+    mode_dir = out / mode
+    train = cfg.train.model_copy(update={
+        "out": str(mode_dir / "train"), "run_name": f"{cfg.train.run_name}-{mode}",
+        "loss": mode_loss(mode, cfg.train.loss),
+    })
+    model = cfg.evaluate.model
+    if model is not None:
+        model = model.model_copy(update={"model": str(mode_dir / "train" / "model")})
+    evaluate = cfg.evaluate.model_copy(update={"out": str(mode_dir / "evaluate"), "model": model})
+    return cfg.model_copy(update={"train": train, "evaluate": evaluate})
+
+
+def check_ablate(cfg: SteperConfig) -> None:
+    """Problems only ablate has with a valid config, all at once."""
+    problems = []
+    model = cfg.evaluate.model
+    if model is not None and model.kind not in ("hf", "vllm"):
+        problems.append(f"evaluate.model.kind is {model.kind!r}, but ablate evaluates each mode's trained "
+                        "student: set evaluate.model=null (transformers) or evaluate.model.kind to hf or vllm")
+    if cfg.train.examples and not Path(cfg.train.examples).exists():
+        problems.append(f"train.examples {cfg.train.examples} does not exist; point it at the step "
+                        "examples (Parquet) or unset it to use (and if needed generate) <run_dir>/generate/examples")
+    if problems:
+        raise UserError("ablate cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def check_modes(cfg: SteperConfig, out: Path) -> None:
+    """Every mode still to train has the examples it needs (e.g. enough agg examples for
+    vanilla_kd to fill an optimizer step); all modes' problems at once, before any training."""
+    from steper_ray.train.trainer import resolve_examples
+
+    problems = []
+    for mode in cfg.ablate.modes:
+        mcfg = mode_config(cfg, mode, out)
+        if not (Path(mcfg.train.out or "") / "summary.json").is_file():
+            try:
+                resolve_examples(mcfg)
+            except UserError as exc:
+                problems.append(f"{mode}: {exc}")
+    if problems:
+        raise UserError("ablate cannot train every mode:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _teacher_traces(cfg: SteperConfig) -> tuple[dict[str, Any] | None, str]:
+    """The generate summary (running the pipeline's generate stage first when the run has no
+    examples of its own yet) and a one-line description of the traces for the report."""
+    if cfg.train.examples:
+        return None, f"step examples from `{cfg.train.examples}`"
+    from steper_ray.commands.pipeline import run_pipeline_stage
+
+    row, gen = run_pipeline_stage(cfg, "generate")
+    log.info("ablate: generate stage %s", row["status"])
+    per_task = gen.get("examples_per_task") or {}
+    model = f" `{gen['teacher_model']}`" if gen.get("teacher_model") else ""
+    text = (f"teacher {gen.get('teacher')}{model}, {gen.get('kept')} of {gen.get('questions')} traces kept, "
+            f"{sum(per_task.values())} step examples ({', '.join(f'{t} {n}' for t, n in per_task.items())})")
+    return {**gen, "stage_status": row["status"]}, text
+
+
+def _run_mode(cfg: SteperConfig, mode: str, out: Path) -> dict[str, Any]:
+    """Train (unless trained) and evaluate (unless evaluated) one mode; its row of the summary."""
+    from steper_ray.evaluate.job import run_evaluate
+    from steper_ray.train.trainer import run_train
+
+    mcfg = mode_config(cfg, mode, out)
+    loss = mcfg.train.loss
+    train_dir, eval_dir = Path(mcfg.train.out or ""), Path(mcfg.evaluate.out or "")
+    train, evaluation = _read(train_dir / "summary.json"), _read(eval_dir / "summary.json")
+    if evaluation is not None:
+        status = "skipped"
+        log.info("ablate %s: trained and evaluated, skipped (delete %s to redo it)", mode, out / mode)
+    elif train is not None:
+        status = "evaluated"
+        log.info("ablate %s: trained, evaluating", mode)
+        evaluation = run_evaluate(mcfg)
+    else:
+        status = "done"
+        log.info("ablate %s: training (loss %s)", mode, loss.model_dump())
+        train = run_train(mcfg)
+        evaluation = run_evaluate(mcfg)
+    used = (train or {}).get("loss")
+    if used is not None and used != loss.model_dump():
+        log.warning("ablate %s: %s was trained with loss %s, not %s; delete %s to retrain it",
+                    mode, train_dir, used, loss.model_dump(), out / mode)
+    keys = ("out", "model", "student", "params", "steps", "examples_used", "dropped_examples", "final", "wall_s")
+    return {
+        "status": status,
+        "loss": used if used is not None else loss.model_dump(),
+        "train": {k: (train or {}).get(k) for k in keys},
+        "evaluate": {"out": str(eval_dir), "model": evaluation.get("model"), "wall_s": evaluation.get("wall_s")},
+        "metrics": evaluation["metrics"],
+    }
+
+
+def run_ablate(cfg: SteperConfig) -> dict[str, Any]:
+    from steper_ray.evaluate.ablation import (
+        PAPER_REFERENCE,
+        PAPER_SOURCE,
+        write_ablation_report,
+    )
+
+    t0 = time.perf_counter()
+    check_ablate(cfg)
+    out = ablate_out(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(cfg))
+    generate, traces = _teacher_traces(cfg)
+    check_modes(cfg, out)
+    modes = {mode: _run_mode(cfg, mode, out) for mode in cfg.ablate.modes}
+
+    first = next(iter(modes.values()))
+    dev_questions = {d: m.get("questions") for d, m in first["metrics"].items()}
+    for mode, row in modes.items():
+        theirs = {d: m.get("questions") for d, m in row["metrics"].items()}
+        if theirs != dev_questions:
+            log.warning("ablate %s was evaluated on other dev questions (%s) than %s (%s); delete %s "
+                        "to evaluate it again", mode, theirs, cfg.ablate.modes[0], dev_questions,
+                        Path(row["evaluate"]["out"]))
+    model = first["evaluate"]["model"] or {}
+    setting = {
+        "student": first["train"].get("student"),
+        "params": first["train"].get("params"),
+        "traces": traces,
+        "evaluator": f"{model.get('kind')} on each mode's exported student",
+        "dev_questions": dev_questions,
+    }
+    paths = write_ablation_report(modes, setting, out)
+    summary = {
+        "command": "ablate",
+        "out": str(out),
+        "examples": str(RunLayout(cfg).examples),
+        "generate": None if generate is None else {
+            k: generate.get(k) for k in ("stage_status", "teacher", "teacher_model", "questions", "kept",
+                                         "examples_per_task")},
+        "setting": setting,
+        "modes": modes,
+        "paper_reference": {"source": PAPER_SOURCE, "percent": PAPER_REFERENCE},
+        **paths,
+        "wall_s": round(time.perf_counter() - t0, 3),
+    }
+    write_summary(out, summary)
+    return summary

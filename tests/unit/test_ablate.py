@@ -1,0 +1,127 @@
+"""`steper-ray ablate` without Ray: mode -> loss config, per-mode config copies, bad input, and the
+report written from given summaries."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from steper_ray.cli import main
+from steper_ray.commands.ablate import (
+    FIXED_WEIGHTS,
+    check_ablate,
+    mode_config,
+    mode_loss,
+)
+from steper_ray.config import ABLATION_MODES, LossConfig, SteperConfig, load_config
+from steper_ray.errors import UserError
+from steper_ray.evaluate.ablation import PAPER_REFERENCE, write_ablation_report
+
+
+def test_every_mode_maps_to_the_papers_loss_config() -> None:
+    base = LossConfig(target="next", sigma_lr=0.05, init_log_var=0.5)
+    got = {m: mode_loss(m, base) for m in ABLATION_MODES}
+    assert {m: (c.mode, c.weights) for m, c in got.items() if m in FIXED_WEIGHTS} == {
+        "uniform": ("uniform", [1.0, 1.0, 1.0]),
+        "first_heavy": ("uniform", [1.5, 1.0, 0.5]),
+        "last_heavy": ("uniform", [0.5, 1.0, 1.5]),
+    }
+    assert got["steper"].mode == "steper" and got["vanilla_kd"].mode == "vanilla_kd"
+    # the rest of train.loss is the user's, for every mode
+    assert all((c.target, c.sigma_lr, c.init_log_var) == ("next", 0.05, 0.5) for c in got.values())
+    assert SteperConfig().ablate.modes == list(ABLATION_MODES)
+    with pytest.raises(UserError, match="valid modes: steper, uniform, first_heavy, last_heavy, vanilla_kd"):
+        mode_loss("half_heavy", base)
+
+
+def test_each_mode_trains_and_evaluates_into_its_own_directory(tmp_path: Path) -> None:
+    cfg = load_config(None, [f"run_dir={tmp_path}", "train.run_name=s", "evaluate.limit=3"])
+    out = tmp_path / "ablate"
+    m = mode_config(cfg, "first_heavy", out)
+    assert m.train.out == str(out / "first_heavy" / "train") and m.train.run_name == "s-first_heavy"
+    assert m.evaluate.out == str(out / "first_heavy" / "evaluate") and m.evaluate.limit == 3
+    assert m.train.loss.weights == [1.5, 1.0, 0.5] and m.evaluate.model is None  # the mode's export (hf)
+    assert m.run_dir == cfg.run_dir and m.data == cfg.data  # same traces, same dev sets and indexes
+    assert cfg.train.out is None and cfg.train.loss.mode == "steper"  # the original is untouched
+    vllm = load_config(None, ["evaluate.model.kind=vllm", "evaluate.model.model=/models/base",
+                              "evaluate.model.max_tokens=96"])
+    e = mode_config(vllm, "vanilla_kd", out).evaluate.model
+    assert e is not None and (e.kind, e.model, e.max_tokens) == ("vllm", str(out / "vanilla_kd/train/model"), 96)
+
+
+@pytest.mark.parametrize(
+    ("argv", "messages"),
+    [
+        (["--modes", "steper,half_heavy,vanilla"], [
+            "2 problem(s)", "ablate.modes.1", "got 'half_heavy'", "ablate.modes.2", "got 'vanilla'",
+            "'steper', 'uniform', 'first_heavy', 'last_heavy' or 'vanilla_kd'"]),
+        (["--modes", ""], ["ablate.modes", "at least 1 item"]),
+        (["--modes", "uniform,uniform"], ["ablate.modes repeats ['uniform']"]),
+        (["train.loss.weights=[1.5, 1]", "--modes", "steper,bogus"], [
+            "2 problem(s)", "loss.weights needs three non-negative numbers", "got 'bogus'"]),
+        (["evaluate.model.kind=evidence", "train.examples=/nonexistent/examples"], [
+            "evaluate.model.kind is 'evidence'", "train.examples /nonexistent/examples does not exist"]),
+    ],
+)
+def test_bad_input_exits_2_with_every_problem(argv: list[str], messages: list[str], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ablate", f"run_dir={tmp_path}", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for message in messages:
+        assert message in err
+    assert not (tmp_path / "ablate").exists()  # nothing started
+
+
+def test_check_ablate_accepts_the_shipped_configs() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for name in ("local.yaml", "cluster.yaml"):
+        check_ablate(load_config(repo / "jobs" / "configs" / name))
+
+
+def test_report_has_one_row_per_mode_and_the_papers_block(tmp_path: Path) -> None:
+    metrics = {"hotpotqa": {"em": 0.25, "f1": 0.5, "acc": 0.75, "questions": 4},
+               "musique": {"em": 0.0, "f1": 0.125, "acc": 0.0, "questions": 4}}
+    modes = {
+        "vanilla_kd": {"loss": mode_loss("vanilla_kd", LossConfig()).model_dump(),
+                       "train": {"steps": 3, "examples_used": 10}, "metrics": metrics},
+        "last_heavy": {"loss": mode_loss("last_heavy", LossConfig()).model_dump(),
+                       "train": {"steps": 5, "examples_used": 30}, "metrics": metrics},
+    }
+    setting = {"student": "runs/x/models/student", "params": 850_000, "traces": "teacher evidence",
+               "evaluator": "hf", "dev_questions": {"hotpotqa": 4, "musique": 4}}
+    paths = write_ablation_report(modes, setting, tmp_path)
+    text = Path(paths["report"]).read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith(("| vanilla_kd |", "| last_heavy |"))]
+    assert rows[:2] == [
+        "| vanilla_kd | agg only, whole chain | 3 | 10 | 25.0 | 50.0 | 75.0 | 0.0 | 12.5 | 0.0 |",
+        "| last_heavy | weights 0.5/1/1.5, target cumulative | 5 | 30 | 25.0 | 50.0 | 75.0 | 0.0 | 12.5 | 0.0 |",
+    ]
+    assert "| mode | loss | steps | examples | hotpotqa EM | hotpotqa F1 | hotpotqa Acc | musique EM |" in text
+    assert "- student: `runs/x/models/student` (850,000 parameters)" in text
+    assert "- traces: teacher evidence" in text and "mode: hotpotqa 4, musique 4" in text
+    assert "the paper's reported figures (not produced by this code)" in text
+    paper = text.split("## Reference", 1)[1]
+    assert "| steper | 51.0 | 62.8 | 61.0 | 63.6 | 34.1 |" in paper
+    assert "| vanilla_kd | 46.4 | 57.3 | 54.8 | 62.2 | 30.1 |" in paper
+    assert "| uniform | - | - | 58.4 | - | - |" in paper
+    assert "| first_heavy | - | - | 57.7 | - | - |" in paper and "| last_heavy | - | - | 58.0 | - | - |" in paper
+    assert set(PAPER_REFERENCE) == set(ABLATION_MODES)
+    assert Path(paths["plot"]).stat().st_size > 10_000
+
+
+def test_modes_that_cannot_fill_an_optimizer_step_are_all_named_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    examples = tmp_path / "examples.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": f"q{q}-{t}", "task": t} for q in range(4)
+                                         for t in ("init", "exp", "agg")]), examples)
+    assert main(["ablate", "--modes", "steper,vanilla_kd,last_heavy", f"run_dir={tmp_path}",
+                 f"train.examples={examples}", "train.grad_accum=3"]) == 2
+    err = capsys.readouterr().err
+    assert "vanilla_kd: too few step examples" in err and "trains on 4 agg examples" in err
+    assert "steper:" not in err and "last_heavy:" not in err  # 12 examples fill a step of 3 on 2 workers
+    assert "train.grad_accum=3" in err and not (tmp_path / "ablate" / "vanilla_kd").exists()
