@@ -697,6 +697,22 @@ def validate(model: type[T], data: dict[str, Any], source: str = "config") -> T:
         raise ConfigError(source, [_describe(model, e) for e in exc.errors()]) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently, so ``train: {lr: 0.5}`` followed by ``train: {epochs: 3}`` would lose the lr)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping; merge the two entries",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
@@ -708,10 +724,15 @@ def load_config(
     source = str(path) if path else "defaults"
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            raise ConfigError(source, [f"config file {p} is a directory; pass a YAML file"])
         if not p.is_file():
             raise ConfigError(source, [f"config file {p} does not exist; pass an existing YAML file"])
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
+            loaded = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(source, [f"{p} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                       "save it as UTF-8 YAML"]) from None
         except yaml.YAMLError as exc:
             raise ConfigError(source, [f"{p} is not valid YAML: {exc}"]) from None
         if not isinstance(loaded, dict):

@@ -172,10 +172,16 @@ class Console:
     def _logging_to(self, path: Path, title: str) -> Iterator[None]:
         """Log records, warnings and (quiet) descriptors 1 and 2 into ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        root = logging.getLogger()
+        if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve()
+               for h in root.handlers):
+            # A one-stage command's session already logs (and redirects output) here: a second
+            # handler would write every record twice.
+            yield
+            return
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         handler.setLevel(logging.DEBUG if self.verbose else logging.INFO)
-        root = logging.getLogger()
         # Console handlers would write into the redirected stderr, i.e. this file a second time.
         hidden = [] if self.verbose else [h for h in root.handlers if type(h) is logging.StreamHandler]
         for h in hidden:

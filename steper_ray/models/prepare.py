@@ -115,10 +115,15 @@ def supported_architectures() -> list[str]:
 
 
 def read_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest ``prepare_gguf`` wrote in ``out``; None when there is none, or the
+    ``manifest.json`` there is someone else's (an index, a project): such a directory is not
+    ours to rebuild."""
     try:
-        return json.loads((out / MANIFEST).read_text())
+        manifest = json.loads((out / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    ours = isinstance(manifest, dict) and {"source_sha256", "source_file", "architecture"} <= manifest.keys()
+    return manifest if ours else None
 
 
 def prepare_gguf(gguf: str | Path, out: str | Path, name: str | None = None) -> dict[str, Any]:

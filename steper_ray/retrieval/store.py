@@ -157,7 +157,8 @@ def check_index_dir(path: str | Path) -> dict[str, Any]:
     if not mpath.is_file():
         raise IndexLoadError(
             f"{root} is not a complete index (no {MANIFEST}: the build was interrupted or this "
-            f"is another directory); {rebuild_hint(root)}"
+            f"is another directory); an interrupted build: {rebuild_hint(root)}; another directory: "
+            "point at an index, or build one into a new directory (index refuses one holding other data)"
         )
     try:
         manifest = json.loads(mpath.read_text())

@@ -104,3 +104,15 @@ def test_parse_overrides_values() -> None:
     tree, problems = parse_overrides(["a.b=1", "a.c=true", "d=null", "e=text with spaces"])
     assert problems == []
     assert tree == {"a": {"b": 1, "c": True}, "d": None, "e": "text with spaces"}
+
+
+def test_config_files_that_are_not_utf8_repeat_a_key_or_are_a_directory(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes(b"# r\xe9sum\xe9\ntrain:\n  lr: 0.001\n")
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("train:\n  lr: 0.5\ntrain:\n  epochs: 3\n")
+    for path, expected in ((latin1, "is not UTF-8 text"), (dup, "key 'train' appears twice"),
+                           (tmp_path, "is a directory")):
+        with pytest.raises(ConfigError) as err:
+            load_config(path, [])
+        assert expected in str(err.value)

@@ -102,3 +102,12 @@ def test_verbose_leaves_the_terminal_as_it_is(tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert "python print to stdout" in out and out.splitlines()[-1].startswith("generate")
     assert "a debug record" in log_file.read_text() and "python print" not in log_file.read_text()
+
+
+def test_a_one_stage_command_logs_each_record_once(tmp_path: Path) -> None:
+    # single-stage commands open the session and the stage on the same file
+    console = Console()
+    log_file = tmp_path / "logs/index.log"
+    with console.session("index", log_file):
+        run_stage(console, "index", log_file, lambda: logging.getLogger("steper_ray.x").info("built the index"))
+    assert log_file.read_text().count("built the index") == 1

@@ -55,6 +55,18 @@ def test_out_holding_other_data_is_refused_untouched(tmp_path: Path, capsys: pyt
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+def test_a_foreign_manifest_does_not_make_a_directory_ours(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # An index, or any project with its own manifest.json, must not be replaced by a model.
+    llama = _gguf(tmp_path / "tiny.gguf", "llama")
+    out = tmp_path / "project"
+    out.mkdir()
+    (out / "manifest.json").write_text('{"name": "my-web-app"}')
+    (out / "notes.txt").write_text("important")
+    assert main(["model", "prepare", "--gguf", str(llama), "--out", str(out)]) == 2
+    assert "holds other data" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt"]
+
+
 def test_interrupted_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     llama = _gguf(tmp_path / "tiny.gguf", "llama")
 
