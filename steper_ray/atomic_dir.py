@@ -27,6 +27,9 @@ def foreign_entries(out: Path, own: Callable[[str], bool]) -> list[str]:
 def refuse_foreign(out: Path, own: Callable[[str], bool], what: str) -> None:
     """Raise UserError (exit 2, nothing changed) when ``out`` holds anything that is not ``what``:
     a build swaps its whole directory in, so it must never land on someone else's files."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"{out} is a file, not a directory; {what} is a directory, so choose a new "
+                        "or empty directory path (nothing was changed)")
     others = foreign_entries(out, own)
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")

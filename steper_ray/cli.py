@@ -247,7 +247,9 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         _emit(console, summary, args.json)
     elif args.command == "index":
         from steper_ray.commands.index import run_index
+        from steper_ray.retrieval.store import check_index_target
 
+        check_index_target(RunLayout(cfg).command_index)  # before the log: a refused build writes nothing
         summary = _staged(console, cfg, "index", run_index, cfg)
         _emit(console, summary, args.json, None if args.json else
               f"indexed {summary['passages']} passages ({summary['kind']}) into {summary['out']}")

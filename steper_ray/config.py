@@ -686,8 +686,39 @@ def _describe(model: type[BaseModel], err: dict[str, Any]) -> str:
     field = holder.model_fields.get(str(loc[-1])) if holder and loc else None
     desc = f" ({field.description})" if field is not None and field.description else ""
     given = "" if etype == "missing" else f"; got {err.get('input')!r}"
-    fix = "add it" if etype == "missing" else "fix the value"
-    return f"{path}: {err['msg']}{given}. Fix: {fix}{desc}"
+    return f"{path}: {err['msg']}{given}. Fix: {_fix(etype, err.get('ctx') or {}, field)}{desc}"
+
+
+# What to write instead, by pydantic error type (pydantic.dev/latest/errors/validation_errors).
+_FIX_BY_TYPE = {
+    "missing": "add it",
+    "int_parsing": "write a whole number", "int_type": "write a whole number",
+    "int_from_float": "write a whole number",
+    "float_parsing": "write a number", "float_type": "write a number",
+    "bool_parsing": "write true or false", "bool_type": "write true or false",
+    "string_type": "write a string (quote it in YAML)",
+    "list_type": "write a list, e.g. [a, b]", "dict_type": "write a mapping, e.g. {key: value}",
+    "model_type": "write a mapping of its keys", "model_attributes_type": "write a mapping of its keys",
+    "greater_than": "set it above {gt}", "greater_than_equal": "set it to {ge} or more",
+    "less_than": "set it below {lt}", "less_than_equal": "set it to {le} or less",
+    "literal_error": "set it to one of {expected}", "enum": "set it to one of {expected}",
+    "string_too_short": "give at least {min_length} character(s)",
+    "too_short": "give at least {min_length} item(s)", "too_long": "give at most {max_length} item(s)",
+}
+
+
+def _fix(etype: str, ctx: dict[str, Any], field: Any) -> str:
+    """The concrete change for one validation error, with the field's default when it has one."""
+    template = _FIX_BY_TYPE.get(etype)
+    try:
+        fix = template.format(**ctx) if template else "change the value as the message says"
+    except (KeyError, IndexError):
+        fix = template or "change the value as the message says"
+    default = getattr(field, "default", None)
+    if etype != "missing" and default is not None and isinstance(default, (int, float, str, bool)) \
+            and not isinstance(default, type):
+        fix += f" (default {default!r})"
+    return fix
 
 
 def validate(model: type[T], data: dict[str, Any], source: str = "config") -> T:

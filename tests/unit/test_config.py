@@ -80,6 +80,19 @@ def test_all_errors_reported_at_once_with_fixes(tmp_path: Path) -> None:
     assert "Fix:" in text
 
 
+def test_each_value_error_names_the_concrete_fix_and_default() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["retrieval.k=abc", "reasoning.max_steps=0", "train.zero_stage=5",
+                           "train.lr=-1", "data.train=[{name: x}]"])
+    fixes = {p.split(":", 1)[0]: p.split("Fix: ", 1)[1] for p in info.value.problems}
+    assert fixes["retrieval.k"].startswith("write a whole number (default 4)")
+    assert fixes["reasoning.max_steps"].startswith("set it to 2 or more (default 5)")
+    assert fixes["train.zero_stage"].startswith("set it to one of 2 or 3 (default 3)")
+    assert fixes["train.lr"].startswith("set it above 0")
+    assert fixes["data.train.0.path"].startswith("add it")
+    assert not any("fix the value" in p for p in info.value.problems)
+
+
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

@@ -158,6 +158,18 @@ def test_an_out_holding_other_data_is_refused_untouched(tmp_path: Path, capsys: 
     assert len(load_index(run / "index/hotpotqa")) == 500
 
 
+def test_an_out_that_is_a_file_is_refused_without_writing_a_log(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default run_dir is relative: a refused build must not create it
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main(["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--out", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt is a file, not a directory" in err and "Traceback" not in err
+    assert notes.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no runs/local/logs/index.log
+
+
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_created_directories_follow_the_umask(tmp_path: Path, umask: int) -> None:
     old = os.umask(umask)
