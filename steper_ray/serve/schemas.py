@@ -42,10 +42,16 @@ def surrogate_problem(text: str) -> str:
     return "is not valid Unicode text"
 
 
+# One character that is not whitespace, spelled so that ECMA-262 (what JSON Schema and its
+# clients read), Python's re (str.strip() here) and Rust's regex (pydantic) agree: each one's
+# whitespace plus the others' extras (U+001C-001F, U+0085, U+FEFF).
+NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
+
+
 def question_type(limits: Limits) -> Any:
     """A question: 1..max characters with at least one that is not whitespace (valid Unicode:
     every pydantic string is)."""
-    return Annotated[str, Field(min_length=1, max_length=limits.max_question_chars, pattern=r"\S")]
+    return Annotated[str, Field(min_length=1, max_length=limits.max_question_chars, pattern=NOT_BLANK)]
 
 
 STRICT = ConfigDict(extra="forbid", regex_engine="python-re")

@@ -320,6 +320,19 @@ def _scrape(app: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return out
 
 
+def _settled_scrape(app: str, quiet_s: float = 15.0, limit_s: float = 120.0) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A scrape once ``app``'s samples stopped moving for ``quiet_s`` (longer than Ray's export
+    interval): requests of earlier tests that were still finishing (a 504 ends its loop at the
+    next step) are counted before, not inside, the window a test measures."""
+    last, since, start = _scrape(app), time.time(), time.time()
+    while time.time() - since < quiet_s and time.time() - start < limit_s:
+        time.sleep(3)
+        now = _scrape(app)
+        if now != last:
+            last, since = now, time.time()
+    return last
+
+
 def _value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
@@ -328,7 +341,7 @@ def test_metrics_on_rays_prometheus_endpoint_count_what_happened(served: dict[st
     # After the tests above (the retriever outage's 503s included): every response this
     # module's clients got is counted by route and status; then a few requests of known shape
     # move the loop's histograms and the token counter by exactly what they did.
-    before = _scrape(APP)
+    before = _settled_scrape(APP)
     bodies = [_post(served, {"question": q}).json() for q in (QUESTION, "Who directed the film UHF?")]
     chat = served["client"].post("/v1/chat/completions", headers=AUTH, json={
         "model": "steper-student", "messages": [{"role": "user", "content": QUESTION}]}).json()

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from steper_ray.reasoning.generators.protocol import Sampling
 from steper_ray.serve.api import build_api
 from steper_ray.serve.metrics import route_of
-from steper_ray.serve.schemas import Limits
+from steper_ray.serve.schemas import NOT_BLANK, Limits
 from steper_ray.serve.service import AnswerSettings
 
 TOKEN = "tok"
@@ -375,7 +375,7 @@ def test_the_schema_declares_every_limit_content_type_and_the_security_scheme(ba
                         ).get("/openapi.json").json()
     props = schema["components"]["schemas"]["AnswerRequest"]["properties"]
     assert {k: props["question"][k] for k in ("minLength", "maxLength", "pattern")} == {
-        "minLength": 1, "maxLength": 300, "pattern": "\\S"}
+        "minLength": 1, "maxLength": 300, "pattern": NOT_BLANK}
     assert props["k"]["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 7}
     assert props["k"]["default"] == 3 and props["max_steps"]["default"] == 4
     assert props["max_steps"]["anyOf"][0] == {"type": "integer", "minimum": 2, "maximum": 5}
