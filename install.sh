@@ -16,8 +16,8 @@ for arg in "$@"; do
 done
 
 PY="${PYTHON:-python3}"
-if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-  echo "install.sh: need Python >= 3.10 (set PYTHON=/path/to/python3.11)" >&2
+if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "install.sh: need Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
   exit 2
 fi
 # One line per step on the terminal; pip's own output (warnings included) goes to this log,

@@ -471,9 +471,15 @@ class ServeConfig(Section):
         None, description="Index directory served by the retriever; None: the first dev set's index "
         "(<evaluate.index_dir or <run_dir>/index>/<name>)."
     )
-    max_question_chars: int = Field(1000, ge=1, description="Longest question accepted (longer: 422).")
+    max_question_chars: int = Field(1000, ge=1, description="Longest question accepted (longer: 422; the "
+                                    "OpenAPI schema declares it).")
     max_k: int = Field(20, ge=1, description="Largest per-request 'k' accepted.")
     max_steps: int = Field(8, ge=2, description="Largest per-request 'max_steps' accepted.")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest request body accepted, in bytes "
+                                "(larger: 413, refused before it is parsed).")
+    openai_model: str = Field("steper-student", min_length=1, description="The model name of the "
+                              "OpenAI-compatible API: GET /v1/models lists it; POST /v1/chat/completions "
+                              "requires it in 'model'.")
     request_timeout_s: float = Field(
         60.0, gt=0, description="A request still running after this long gets 504."
     )
@@ -485,8 +491,9 @@ class ServeConfig(Section):
         description="Environment variable holding the bearer token; when it is set (on the "
         "serving nodes), /v1/* requests without 'Authorization: Bearer <token>' get 401.",
     )
-    batch_max_size: int = Field(16, ge=1, description="Most step prompts one reasoner replica batches together.")
-    batch_wait_s: float = Field(0.005, ge=0, description="How long a batch waits to fill.")
+    batch_max_size: int = Field(16, ge=1, description="transformers: most step prompts one reasoner replica "
+                                "batches together (vLLM schedules in-flight requests itself).")
+    batch_wait_s: float = Field(0.005, ge=0, description="transformers: how long a batch waits to fill.")
     retriever: DeploymentConfig = Field(default_factory=DeploymentConfig, description="Retriever deployment.")
     reasoner: DeploymentConfig = Field(default_factory=DeploymentConfig, description="Reasoner (student) deployment.")
     ingress: DeploymentConfig = Field(

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from steper_ray.reasoning.answer import ANSWER_MARKER, has_answer_marker, parse_answer
-from steper_ray.reasoning.generators.protocol import Generation, Generator, GenRequest
+from steper_ray.reasoning.generators.protocol import Generation, Generator, GenRequest, Sampling
 from steper_ray.reasoning.prompts import PromptBuilder, PromptPassage, StepState, student_prompt
 from steper_ray.reasoning.steps import (
     Attempt,
@@ -135,7 +135,9 @@ def _query_from(output: str) -> str:
 class StepwiseReasoner:
     """The loop. ``prompt`` renders each step (the student's bare prompt by default);
     ``max_passages`` caps the accumulated passages (None: ``k * max_steps``, never limiting);
-    ``step_text`` and ``retry`` say how raw outputs become steps (``steper_ray.reasoning.steps``)."""
+    ``step_text`` and ``retry`` say how raw outputs become steps (``steper_ray.reasoning.steps``);
+    ``sampling`` overrides the engine's temperature, max_tokens and seed for every step (a served
+    request's settings; None: the engine's)."""
 
     def __init__(
         self,
@@ -147,6 +149,7 @@ class StepwiseReasoner:
         max_passages: int | None = None,
         step_text: StepText = "first_sentence",
         retry: RetryPolicy | None = None,
+        sampling: Sampling | None = None,
     ):
         if max_steps < 2:
             raise ValueError("max_steps must be at least 2 (an init and an agg step)")
@@ -158,6 +161,7 @@ class StepwiseReasoner:
         self.max_passages = max_passages if max_passages is not None else k * max_steps
         self.step_text = step_text
         self.retry = retry or RetryPolicy()
+        self.sampling = sampling or Sampling()
 
     # --- drivers ------------------------------------------------------------------------------
 
@@ -249,13 +253,15 @@ class StepwiseReasoner:
         tokens = dict.fromkeys(active, 0)
         done: dict[int, tuple[str, GenRequest, int, int, list[str]]] = {}
         pending = list(active)
+        sampling = self.sampling
         while pending:
             requests = []
             for i in pending:
                 a = attempt[i]
                 rendered = self.prompt.render(states[i], a.final)
+                temperature = sampling.temperature if a.temperature is None else a.temperature
                 requests.append(GenRequest(rendered.text, questions[i].id, step, a.final, rendered.messages,
-                                           a.min_tokens, a.temperature))
+                                           a.min_tokens, temperature, sampling.max_tokens, sampling.seed))
             results: list[Generation] = yield Generate(requests)
             retry = []
             for i, req, res in zip(pending, requests, results):

@@ -22,6 +22,7 @@ from steper_ray.models.prompt_format import builder_for
 from steper_ray.reasoning.demos import demos_from_dicts
 from steper_ray.reasoning.generators.evidence import EvidenceGenerator
 from steper_ray.reasoning.generators.factory import build_generator
+from steper_ray.reasoning.generators.protocol import Sampling
 from steper_ray.reasoning.isolate import run_isolated
 from steper_ray.reasoning.loop import Question, StepwiseReasoner, Trace
 from steper_ray.reasoning.prompts import PromptBuilder, with_demos
@@ -32,13 +33,15 @@ from steper_ray.retrieval.protocol import Retriever
 ANY_DATASET = "*"  # the index key used for every dataset without its own
 
 
-def reasoner(retriever: Retriever, generator: Any, prompt: PromptBuilder, reasoning: ReasoningConfig,
-             k: int, max_steps: int | None = None) -> StepwiseReasoner:
-    """The loop with this config's step settings (``max_steps`` overrides, e.g. per request)."""
+def reasoner(retriever: Any, generator: Any, prompt: PromptBuilder, reasoning: ReasoningConfig,
+             k: int, max_steps: int | None = None, sampling: Sampling | None = None) -> StepwiseReasoner:
+    """The loop with this config's step settings (``max_steps`` and ``sampling`` override, e.g.
+    per request). An async caller that only drives ``machine`` may pass None for both engines."""
     return StepwiseReasoner(
         retriever, generator, prompt, max_steps=max_steps or reasoning.max_steps, k=k,
         max_passages=reasoning.max_passages, step_text=reasoning.step_text,
         retry=RetryPolicy(reasoning.retry_min_tokens, reasoning.retry_temperature, reasoning.max_attempts),
+        sampling=sampling,
     )
 
 

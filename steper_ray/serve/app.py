@@ -68,9 +68,9 @@ def build_app(cfg: SteperConfig) -> Any:
     index, model = serve_index(cfg), serve_model(cfg)
     retriever = RetrieverDeployment.options(**deployment_options(s.retriever)).bind(str(index))
     reasoner = ReasonerDeployment.options(**deployment_options(s.reasoner)).bind(
-        retriever, model.model_dump(), cfg.reasoning.model_dump(), s.model_dump(), s.reasoner.max_ongoing_requests)
+        retriever, model.model_dump(), cfg.reasoning.model_dump(), s.model_dump())
     return Ingress.options(**deployment_options(s.ingress)).bind(
-        reasoner, s.model_dump(), cfg.reasoning.max_steps, cfg.retrieval.k)
+        reasoner, s.model_dump(), cfg.reasoning.max_steps, cfg.retrieval.k, model.max_tokens)
 
 
 def app_builder(args: dict[str, Any]) -> Any:
@@ -91,7 +91,8 @@ def run_serve(cfg: SteperConfig, block: bool = True, announce: Callable[[str], N
     serve.start(http_options={"host": s.host, "port": s.port})
     serve.run(app, name=s.app_name, route_prefix=s.route_prefix)
     url = f"http://{s.host}:{s.port}{s.route_prefix.rstrip('/')}"
-    log.info("serving on %s (POST /v1/answer, POST /v1/answer/stream, GET /healthz, GET /docs)", url)
+    log.info("serving on %s (POST /v1/answer, POST /v1/answer/stream, POST /v1/chat/completions, GET /v1/models, "
+             "GET /healthz, GET /docs)", url)
     summary = {"command": "serve", "url": url, "app": s.app_name}
     if block:
         stop = threading.Event()

@@ -1,32 +1,41 @@
 """Ray Serve shells: the retriever (its own deployment, CPU only) and the reasoner (the student's
-engine plus the loop). The loop is synchronous, so it runs in a worker thread; its retrieval and
-generation calls hop back onto the replica's event loop, where concurrent requests' step prompts
-are batched together before they reach the engine: by vLLM's async engine (continuous
-batching) for kind 'vllm', by ``serve.batch`` (dynamic batching) for transformers."""
+engine plus the loop).
+
+The reasoner runs each request's loop as a coroutine on the replica's event loop
+(``AnswerService.astream``, driving ``StepwiseReasoner.machine``): a step's retrieval awaits the
+retriever deployment's handle, its generation awaits the engine. Concurrent requests' step
+prompts meet in the engine: vLLM's async engine schedules all in-flight requests together
+(continuous batching) for kind 'vllm'; for transformers a ``BatchingGenerator`` collects them
+into batches that run on the one engine thread. A request's deadline is one ``asyncio.timeout``
+around its whole loop. Failures come back as ``{"failure": {"kind", "message"}}`` (or the
+stream's last ``error`` event); the ingress maps kinds to HTTP statuses.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ray import serve
 
 from steper_ray.config import GeneratorConfig, ReasoningConfig, ServeConfig
 from steper_ray.models.prompt_format import builder_for
+from steper_ray.reasoning.async_loop import LoopStats
 from steper_ray.reasoning.generators.factory import build_generator
-from steper_ray.reasoning.generators.protocol import Generation, GenRequest
 from steper_ray.retrieval import load_index
 from steper_ray.retrieval.protocol import Hit
-from steper_ray.serve.service import AnswerService, DeadlineExceeded, ServiceUnavailable
+from steper_ray.serve.metrics import LoopMetrics
+from steper_ray.serve.service import (
+    AnswerService,
+    AnswerSettings,
+    ServiceUnavailable,
+    failure_of,
+    run_with_deadline,
+)
 
 log = logging.getLogger(__name__)
-
-_STATUS = {ServiceUnavailable: 503, DeadlineExceeded: 504}  # HTTP status of each failure
 
 
 @serve.deployment(name="retriever")
@@ -45,124 +54,73 @@ class RetrieverDeployment:
         return [hs[:k] for hs, (_, k) in zip(hits, items)]
 
 
-class _Bridge:
-    """Retriever and Generator for the loop's worker thread: each call runs a coroutine on the
-    replica's event loop and waits for it, within the request's deadline."""
+class RetrieverHandle:
+    """The retriever deployment as an AsyncRetriever: one handle call per query (the retriever
+    batches concurrent ones). Not answering within ``timeout_s``, or failing, is
+    ServiceUnavailable; cancellation (the request's deadline) cancels the calls."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, deadline: float,
-                 search: Callable[[Sequence[str], int, float], Awaitable[list[list[Hit]]]],
-                 generate_one: Callable[[GenRequest], Awaitable[Generation]]):
-        self.loop, self.deadline = loop, deadline
-        self._search, self._generate_one = search, generate_one
+    def __init__(self, handle: Any, timeout_s: float):
+        self.handle, self.timeout_s = handle, timeout_s
 
-    def _left(self) -> float:
-        left = self.deadline - time.monotonic()
-        if left <= 0:
-            raise DeadlineExceeded("the request ran past its time limit")
-        return left
-
-    def _wait(self, coro: Awaitable[Any]) -> Any:
-        left = self._left()
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+    async def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        calls = [self.handle.search.remote((q, k)) for q in queries]
         try:
-            return fut.result(timeout=left)
-        except FutureTimeout:
-            fut.cancel()
-            raise DeadlineExceeded("the request ran past its time limit") from None
-
-    def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        return self._wait(self._search(queries, k, self._left()))
-
-    def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
-        async def all_of() -> list[Generation]:
-            return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
-
-        return self._wait(all_of())
-
-    def __len__(self) -> int:
-        return 0
+            async with asyncio.timeout(self.timeout_s):
+                return [await c for c in calls]
+        except TimeoutError:
+            raise ServiceUnavailable(
+                f"the retriever deployment did not answer within {self.timeout_s:g} s (it is down or "
+                "overloaded); retry later") from None
+        except Exception as exc:  # noqa: BLE001 - a dead or failing retriever replica
+            raise ServiceUnavailable(f"the retriever deployment failed ({type(exc).__name__}); retry later") from None
+        finally:
+            for c in calls:
+                c.cancel()  # no-op for the calls that finished
 
 
 @serve.deployment(name="reasoner")
 class ReasonerDeployment:
-    def __init__(self, retriever: Any, model: dict[str, Any], reasoning: dict[str, Any],
-                 serve_cfg: dict[str, Any], max_ongoing: int):
-        self.cfg = ServeConfig(**serve_cfg)
-        self.reasoning = ReasoningConfig(**reasoning)
-        self.retriever = retriever  # DeploymentHandle of RetrieverDeployment
+    def __init__(self, retriever: Any, model: dict[str, Any], reasoning: dict[str, Any], serve_cfg: dict[str, Any]):
+        cfg = ServeConfig(**serve_cfg)
         gen_cfg = GeneratorConfig(**model)
-        self.prompt = builder_for(gen_cfg, "student")  # the format the student was trained in
-        self.async_engine = None
+        generator: Any
         if gen_cfg.kind == "vllm":
-            # vLLM's async engine batches in-flight requests itself (continuous batching).
             from steper_ray.reasoning.generators.vllm_async import AsyncVLLMGenerator
 
-            self.async_engine = AsyncVLLMGenerator(gen_cfg)
+            generator = AsyncVLLMGenerator(gen_cfg, metrics=True)
         else:
-            self.generator = build_generator(gen_cfg)
-        # Two pools, never the default one: request loops block waiting on the engine, so if
-        # both shared one pool, a full pool of loops would starve the engine call (deadlock).
-        self._loops = ThreadPoolExecutor(max_workers=max_ongoing, thread_name_prefix="loop")
-        self._engine = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._generate_batch.set_max_batch_size(self.cfg.batch_max_size)
-        self._generate_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_s)
+            from steper_ray.reasoning.generators.batching import BatchingGenerator
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _generate_batch(self, requests: list[GenRequest]) -> list[Generation]:
-        # One engine call for the step prompts of all requests in flight; the engine blocks,
-        # so it runs off the event loop, on its own thread (batches run one at a time).
-        return await asyncio.get_running_loop().run_in_executor(self._engine, self.generator.generate, requests)
+            generator = BatchingGenerator(build_generator(gen_cfg), cfg.batch_max_size, cfg.batch_wait_s)
+        self.generator = generator
+        # the prompt format the student was trained in
+        self.service = AnswerService(RetrieverHandle(retriever, cfg.retriever_timeout_s), generator,
+                                     builder_for(gen_cfg, "student"), ReasoningConfig(**reasoning))
+        self.metrics = LoopMetrics()
 
-    async def _search(self, queries: Sequence[str], k: int, budget: float) -> list[list[Hit]]:
-        wait = min(self.cfg.retriever_timeout_s, budget)
-        calls = [self.retriever.search.remote((q, k)) for q in queries]
+    def _events(self, question: str, s: AnswerSettings, stats: LoopStats) -> AsyncIterator[dict[str, Any]]:
+        return self.service.astream(question, s.max_steps, s.k, s.sampling, stats)
 
-        async def collect() -> list[list[Hit]]:
-            return [await c for c in calls]
-
+    async def answer(self, question: str, settings: AnswerSettings) -> dict[str, Any]:
+        """``{"data": ANSWER}`` or ``{"failure": {"kind", "message"}}``."""
+        stats, steps = LoopStats(), None
         try:
-            return await asyncio.wait_for(collect(), wait)
-        except asyncio.TimeoutError:
-            for c in calls:
-                c.cancel()
-            if wait < self.cfg.retriever_timeout_s:
-                raise DeadlineExceeded("the request ran past its time limit") from None
-            raise ServiceUnavailable(
-                f"the retriever deployment did not answer within {self.cfg.retriever_timeout_s:g} s "
-                "(it is down or overloaded); retry later") from None
-        except Exception as exc:  # noqa: BLE001 - a dead or failing retriever replica
-            raise ServiceUnavailable(f"the retriever deployment failed: {type(exc).__name__}; retry later") from None
+            async with asyncio.timeout(settings.timeout_s):
+                data = await self.service.aanswer(question, settings.max_steps, settings.k, settings.sampling, stats)
+            steps = len(data["steps"])
+            return {"data": data}
+        except Exception as exc:  # noqa: BLE001 - every failure is an answer with its kind
+            return {"failure": failure_of(exc, settings.timeout_s)}
+        finally:
+            self.metrics.loop(stats, steps)
 
-    def _service(self, timeout_s: float) -> AnswerService:
-        generate_one = self.async_engine.generate_one if self.async_engine else self._generate_batch
-        bridge = _Bridge(asyncio.get_running_loop(), time.monotonic() + timeout_s, self._search, generate_one)
-        return AnswerService(bridge, bridge, self.prompt, self.reasoning)
-
-    async def answer(self, question: str, max_steps: int, k: int, timeout_s: float) -> dict[str, Any]:
-        """The response body, or ``{"error_status": 503|504, "detail": ...}``."""
-        service = self._service(timeout_s)
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._loops, service.answer, question, max_steps, k)
-        except (ServiceUnavailable, DeadlineExceeded) as exc:
-            return {"error_status": _STATUS[type(exc)], "detail": str(exc)}
-
-    async def stream(self, question: str, max_steps: int, k: int, timeout_s: float) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, question: str, settings: AnswerSettings) -> AsyncIterator[dict[str, Any]]:
         """Step events as the loop produces them, then the answer (or one error event)."""
-        service = self._service(timeout_s)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-
-        def work() -> None:
-            try:
-                for event in service.stream(question, max_steps, k):
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
-            except (ServiceUnavailable, DeadlineExceeded) as exc:
-                error = {"status": _STATUS[type(exc)], "detail": str(exc)}
-                loop.call_soon_threadsafe(queue.put_nowait, {"event": "error", "data": error})
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        worker = loop.run_in_executor(self._loops, work)
-        while (event := await queue.get()) is not None:
-            yield event
-        await worker
+        stats, steps = LoopStats(), None
+        try:
+            async for event in run_with_deadline(self._events(question, settings, stats), settings.timeout_s):
+                if event["event"] == "answer":
+                    steps = len(event["data"]["steps"])
+                yield event
+        finally:
+            self.metrics.loop(stats, steps)

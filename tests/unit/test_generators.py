@@ -42,6 +42,26 @@ def test_hf_too_long_prompt_is_an_error_row_not_a_failed_batch(hf: HFGenerator) 
     assert out[1].error is not None and "exceeds max_model_len 512" in out[1].error
 
 
+LONE_SURROGATE = "Q: Who founded \ud800 the company?\nA:"  # JSON "\ud800": no character at all
+
+
+def test_hf_a_request_that_cannot_be_tokenised_fails_alone(hf: HFGenerator) -> None:
+    # The tokenizer rejects a lone surrogate (TypeError); the good requests batched with it
+    # must get exactly what they get on their own.
+    out = hf.generate([GenRequest(PROMPTS[0]), GenRequest(LONE_SURROGATE), GenRequest(PROMPTS[1])])
+    assert out[1].error is not None and "could not be tokenised" in out[1].error and out[1].finish_reason == "error"
+    alone = hf.generate([GenRequest(PROMPTS[0]), GenRequest(PROMPTS[1])])
+    assert [(g.text, g.error) for g in (out[0], out[2])] == [(g.text, None) for g in alone]
+
+
+def test_hf_per_request_max_tokens_and_seed(hf: HFGenerator) -> None:
+    short = hf.generate([GenRequest(p, max_tokens=2) for p in PROMPTS])
+    assert all(g.error is None and 0 < g.num_tokens <= 2 and g.prompt_tokens > 0 for g in short)
+    sampled = GenRequest(PROMPTS[1], temperature=1.0, seed=7)
+    a, b = hf.generate([sampled])[0], hf.generate([sampled])[0]
+    assert a.text == b.text and a.error is None  # the request's seed, not the engine's, seeds the draw
+
+
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_generator_matches_hf_greedy_and_isolates_bad_prompts(tiny_model_dir: Path, hf: HFGenerator) -> None:
@@ -59,6 +79,12 @@ def test_vllm_generator_matches_hf_greedy_and_isolates_bad_prompts(tiny_model_di
     v, h = vg.generate(retry), hf.generate(retry)
     assert [(g.text, g.num_tokens, g.finish_reason) for g in v] == [(g.text, g.num_tokens, g.finish_reason) for g in h]
     assert all(g.num_tokens >= 5 for g in v)
+    # a prompt the tokenizer rejects, and per-request max_tokens, the same on both engines
+    odd = [GenRequest(PROMPTS[0], max_tokens=3), GenRequest(LONE_SURROGATE), GenRequest(PROMPTS[1], max_tokens=3)]
+    v, h = vg.generate(odd), hf.generate(odd)
+    assert v[1].error is not None and "could not be tokenised" in v[1].error
+    assert [(g.text, g.num_tokens) for g in (v[0], v[2])] == [(g.text, g.num_tokens) for g in (h[0], h[2])]
+    assert all(g.num_tokens <= 3 for g in (v[0], v[2]))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -124,6 +150,17 @@ def test_openai_generator_posts_completions_and_retries(server: str, monkeypatch
     assert out[0].error is not None and "gave up after 3 attempts: HTTP 500" in out[0].error
     out = gen.generate([GenRequest("y"), GenRequest("z")])  # and the client still works
     assert [g.error for g in out] == [None, None]
+
+
+def test_openai_generator_isolates_a_prompt_json_cannot_carry(server: str) -> None:
+    gen = OpenAIGenerator(server, "m", api_key_env=None, max_tokens=7, max_retries=0)
+    out = gen.generate([GenRequest("fine"), GenRequest(LONE_SURROGATE), GenRequest("fine too", max_tokens=3, seed=5)])
+    assert out[0].error is None and out[2].error is None and out[1].error is not None
+    assert "UnicodeEncodeError" in out[1].error
+    body = next(x["body"] for x in _Handler.seen if x["body"]["prompt"] == "fine too")
+    assert body["max_tokens"] == 3 and body["seed"] == 5
+    assert out[0].prompt_tokens == 5
+    gen.close()
 
 
 def test_openai_generator_unreachable_server_is_an_error_row() -> None:

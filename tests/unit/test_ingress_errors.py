@@ -1,29 +1,32 @@
-"""The ingress's request-error handler on a bare FastAPI app (the Serve app is tested in
-tests/integration/test_serve.py): a body not sent as JSON gets 415 saying what to send."""
+"""The ingress's request-error handling on the API over a fake backend (the Serve app is tested
+in tests/integration/test_serve.py): a body not sent as JSON gets 415 saying what to send."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
-from fastapi import FastAPI
-from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 
-from steper_ray.serve.ingress import (
-    AnswerRequest,
-    _invalid_request,
-    is_json_content_type,
-)
+from steper_ray.serve.api import build_api
+from steper_ray.serve.guard import is_json_content_type
+from steper_ray.serve.schemas import Limits
+from steper_ray.serve.service import AnswerSettings
+
+
+class _Echo:
+    async def answer(self, question: str, settings: AnswerSettings) -> dict[str, Any]:
+        return {"data": {"answer": question, "steps": [], "latency_ms": 0.0, "error": None,
+                         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}}
+
+    async def stream(self, question: str, settings: AnswerSettings) -> AsyncIterator[dict[str, Any]]:
+        yield {"event": "answer", "data": (await self.answer(question, settings))["data"]}
 
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    app = FastAPI()
-    app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
-
-    @app.post("/v1/answer")
-    async def answer(body: AnswerRequest) -> dict[str, str]:
-        return {"question": body.question}
-
+    app = build_api(Limits(1000, 8, 20, 60.0, 3, 4, 16), _Echo(), model_name="m", token=None, max_body_bytes=4096)
     return TestClient(app)
 
 
@@ -37,12 +40,26 @@ def test_a_body_not_sent_as_json_gets_415(client: TestClient, content_type: str 
     r = client.post("/v1/answer", content=b'{"question": "Who directed Jaws?"}', headers=headers)
     assert r.status_code == 415
     assert "Content-Type: application/json" in r.json()["detail"] and shown in r.json()["detail"]
+    r = client.post("/v1/chat/completions", content=b'{"model": "m"}', headers=headers)
+    assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
 
 
 def test_json_bodies_still_get_200_or_422(client: TestClient) -> None:
     ok = client.post("/v1/answer", content=b'{"question": "Who?"}',
                      headers={"content-type": "application/json; charset=utf-8"})
-    assert ok.status_code == 200 and ok.json() == {"question": "Who?"}
+    assert ok.status_code == 200 and ok.json()["answer"] == "Who?"
     bad = client.post("/v1/answer", json={"k": 2})
     assert bad.status_code == 422 and "question: Field required" in bad.json()["detail"]
     assert is_json_content_type("application/problem+json") and not is_json_content_type("text/json+x")
+
+
+def test_a_reasoner_that_refuses_work_is_unavailable_not_a_bug() -> None:
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    from steper_ray.serve.ingress import _handle_failure
+
+    assert _handle_failure(BackPressureError(5, 5), 1.0)["kind"] == "unavailable"
+    assert _handle_failure(ActorDiedError(), 1.0)["kind"] == "unavailable"
+    assert _handle_failure(TimeoutError(), 1.0)["kind"] == "timeout"
+    assert _handle_failure(KeyError("x"), 1.0)["kind"] == "internal"

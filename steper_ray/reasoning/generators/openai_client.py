@@ -80,16 +80,20 @@ class OpenAIGenerator:
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc
             return failed(f"{attempts}: {type(cause).__name__}: {cause}")
-        return failed(f"malformed response: {type(exc).__name__}: {exc}")
+        if isinstance(exc, (IndexError, AttributeError, TypeError)):
+            return failed(f"malformed response: {type(exc).__name__}: {exc}")
+        # e.g. a lone surrogate in the prompt, which a UTF-8 request body cannot carry
+        return failed(f"request failed: {type(exc).__name__}: {exc}")
 
     async def _one(self, req: GenRequest) -> Generation:
-        import openai
-
         assert self._gate is not None
         temperature = self.temperature if req.temperature is None else req.temperature
-        common: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "temperature": temperature,
-                                  "top_p": self.top_p, "stop": [COMPLETION_END], "seed": self.seed}
-        extra: dict[str, Any] = {"min_tokens": req.min_tokens} if req.min_tokens else {}
+        common: dict[str, Any] = {
+            "model": self.model, "max_tokens": self.max_tokens if req.max_tokens is None else req.max_tokens,
+            "temperature": temperature, "top_p": self.top_p, "stop": [COMPLETION_END],
+            "seed": self.seed if req.seed is None else req.seed,
+        }
+        extra: dict[str, Any] = {"min_tokens": min(req.min_tokens, common["max_tokens"])} if req.min_tokens else {}
         async with self._gate:
             try:
                 if req.messages is None:
@@ -103,8 +107,9 @@ class OpenAIGenerator:
                     choice = resp.choices[0]
                     text = choice.message.content or ""
                 tokens = int(resp.usage.completion_tokens) if resp.usage else 0
-                return Generation(text, tokens, None, _finish(choice.finish_reason, choice.model_extra))
-            except (openai.OpenAIError, IndexError, AttributeError, TypeError, ValueError) as exc:
+                prompt_tokens = int(resp.usage.prompt_tokens) if resp.usage else 0
+                return Generation(text, tokens, None, _finish(choice.finish_reason, choice.model_extra), prompt_tokens)
+            except Exception as exc:  # noqa: BLE001 - one request's failure is its own error row
                 return self._error(exc)
 
     async def _all(self, requests: Sequence[GenRequest]) -> list[Generation]:

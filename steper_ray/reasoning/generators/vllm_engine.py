@@ -69,11 +69,23 @@ def sampling_params(temperature: float, top_p: float, max_tokens: int, seed: int
 
 
 def request_params(default: Any, req: GenRequest, top_p: float, max_tokens: int, seed: int) -> Any:
-    """The engine's sampling parameters, or a copy with this request's retry overrides."""
-    if req.min_tokens == 0 and req.temperature is None:
+    """The engine's sampling parameters, or a copy with this request's overrides (a retry's
+    ``min_tokens`` and temperature; a served request's ``max_tokens``, temperature and seed)."""
+    if req.min_tokens == 0 and req.temperature is None and req.max_tokens is None and req.seed is None:
         return default
     t = default.temperature if req.temperature is None else req.temperature
-    return sampling_params(t, top_p, max_tokens, seed, min(req.min_tokens, max_tokens))
+    most = max_tokens if req.max_tokens is None else req.max_tokens
+    return sampling_params(t, top_p, most, seed if req.seed is None else req.seed, min(req.min_tokens, most))
+
+
+def encode_request(tokenizer: Any, req: GenRequest, max_model_len: int) -> list[int] | Generation:
+    """The prompt's token ids, or the error result of a request that cannot be encoded (text
+    the tokenizer rejects, e.g. a lone surrogate) or is too long: that request fails alone."""
+    try:
+        ids = list(encode_prompt(tokenizer, req.prompt).input_ids)
+    except Exception as exc:  # noqa: BLE001 - tokenizers raise several types for bad text
+        return failed(f"prompt could not be tokenised: {type(exc).__name__}: {exc}")
+    return too_long(ids, max_model_len) or ids
 
 
 def too_long(prompt_ids: list[int], max_model_len: int) -> Generation | None:
@@ -88,7 +100,7 @@ def to_generation(out: Any) -> Generation:
     (the newline), 'eos' (end of sequence: vLLM's 'stop' with no stop string) or 'length'."""
     c = out.outputs[0]
     reason = "length" if c.finish_reason == "length" else ("stop" if c.stop_reason == COMPLETION_END else "eos")
-    return Generation(c.text, len(c.token_ids), None, reason)
+    return Generation(c.text, len(c.token_ids), None, reason, len(out.prompt_token_ids or ()))
 
 
 class VLLMGenerator:
@@ -129,9 +141,9 @@ class VLLMGenerator:
         results: list[Generation | None] = [None] * len(requests)
         ok: list[int] = []
         for i, req in enumerate(requests):
-            ids = encode_prompt(self.tokenizer, req.prompt).input_ids
-            if (error := too_long(ids, self.max_model_len)) is not None:
-                results[i] = error
+            ids = encode_request(self.tokenizer, req, self.max_model_len)
+            if isinstance(ids, Generation):
+                results[i] = ids
             else:
                 ok.append(i)
                 prompts.append({"prompt_token_ids": ids})

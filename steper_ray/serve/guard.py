@@ -1,0 +1,113 @@
+"""ASGI middleware that runs before the app reads a request body, in this order:
+
+1. bearer auth on ``/v1/*`` (when a token is configured): ``Authorization: Bearer <token>``, the
+   scheme in any letter case (RFC 7235), checked before the body is read, so a request without
+   the token gets 401 whatever its body;
+2. the body-size limit: a ``Content-Length`` over ``max_body_bytes`` is refused at once, a body
+   that grows past it while being read is cut off there: 413;
+3. a JSON body that is not valid UTF-8 (RFC 8259): 400.
+
+The body read here is handed on to the app as it came. Errors take the route's shape
+(``steper_ray.serve.errors``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from steper_ray.serve.errors import ApiError, error_response
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def relative_path(scope: Scope) -> str:
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+def is_json_content_type(value: str) -> bool:
+    """application/json (any parameters, e.g. charset) or an application/*+json type: the
+    content types FastAPI parses a body from."""
+    mime = value.split(";", 1)[0].strip().lower()
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def bearer_ok(header: str, token: str) -> bool:
+    """Whether an Authorization header value carries ``token`` with the Bearer scheme (any case)."""
+    scheme, _, credentials = header.strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
+
+
+class RequestGuard:
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], token: str | None,
+                 max_body_bytes: int):
+        self.app, self.token, self.max_body_bytes = app, token, max_body_bytes
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, err: ApiError) -> None:
+        await error_response(scope.get("path", ""), err)(scope, receive, send)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.token is not None and relative_path(scope).startswith("/v1/"):
+            if not bearer_ok(headers.get("authorization", ""), self.token):
+                await self._refuse(scope, receive, send, ApiError(
+                    401, "missing or wrong bearer token; send 'Authorization: Bearer <token>'", None, "invalid_api_key"))
+                return
+        if scope.get("method") not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await self._refuse(scope, receive, send, ApiError(400, f"invalid Content-Length {declared!r}",
+                                                                  None, "invalid_request"))
+                return
+            if int(declared) > self.max_body_bytes:
+                await self._refuse(scope, receive, send, self._too_large(int(declared)))
+                return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                await self._refuse(scope, receive, send, self._too_large(None))
+                return
+        if is_json_content_type(headers.get("content-type", "")):
+            try:
+                body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                await self._refuse(scope, receive, send, ApiError(
+                    400, f"the request body is not valid UTF-8 (byte {exc.start}); JSON must be sent as UTF-8",
+                    None, "invalid_encoding"))
+                return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self, size: int | None) -> ApiError:
+        what = f"{size} bytes" if size is not None else "more"
+        return ApiError(413, f"the request body is {what}, over the limit of {self.max_body_bytes} bytes "
+                             "(serve.max_body_bytes)", None, "request_too_large")
