@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='one {"query", "hits"} object per line')
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
+    p = sub.add_parser("report", help="(re)build the run report: one self-contained HTML page of a run directory")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (a pipeline's run_dir)")
+    p.add_argument("--out", help="the HTML file to write (default <RUN_DIR>/report.html)")
+
     p = sub.add_parser("config-reference", help="print the configuration reference (Markdown table)")
     p.add_argument("--write", metavar="README", nargs="?", const="README.md",
                    help="replace the generated block in this README instead (default README.md)")
@@ -169,6 +173,11 @@ def _staged(console: Console, cfg: SteperConfig, name: str, fn: Any, *args: Any)
 
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "report":
+        from steper_ray.report import write_report
+
+        console.print(str(write_report(args.run_dir, args.out)))
+        return 0
     if args.command == "config-reference":
         from steper_ray.commands.config_reference import render_reference, update_readme
 

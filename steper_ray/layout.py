@@ -9,7 +9,7 @@ follow it (the step examples live in whatever ``generate.out`` is)::
     <run_dir>/
       config.yaml            the pipeline's configuration
       summary.json           the pipeline's summary (stage table)
-      report.html            reserved for the run report (not written yet)
+      report.html            the run report (the pipeline writes it; `steper-ray report` rebuilds it)
       logs/<stage>.log       each stage's log: Ray, the workers, library warnings
       index/                 stage indexes and the index stage's summary.json
         train/               the training index (generate)              generate.index
