@@ -131,10 +131,11 @@ class RunLayout:
         run_dir = Path(run_dir)
         cfg_file = run_dir / "config.yaml"
         try:
-            cfg = load_config(cfg_file if cfg_file.is_file() else None, [f"run_dir={run_dir}"])
+            cfg = load_config(cfg_file if cfg_file.is_file() else None)
         except UserError:
-            cfg = load_config(None, [f"run_dir={run_dir}"])
-        return cls(cfg)
+            cfg = load_config(None)
+        # Set directly, not as a key=value override: a directory name is not YAML ("run #2", "010").
+        return cls(cfg.model_copy(update={"run_dir": str(run_dir)}))
 
     # --- the run itself ------------------------------------------------------------------
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -35,21 +36,54 @@ MAX_PASSAGE_CHARS = 1200
 NOT_RUN = "not run"
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object file, or None when it is missing. Raises UserError when it does not parse."""
+def read_json(path: Path, notes: list[str] | None = None) -> dict[str, Any] | None:
+    """A JSON object file, or None when it is missing or unreadable; an unreadable one (not
+    JSON, not an object, no permission) is named in ``notes`` so the page says why a stage
+    shows as not run instead of the whole report failing."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} cannot be read ({exc}); rerun the stage that writes it "
-                        f"(delete {path.parent} first) or restore the file") from None
-    return data if isinstance(data, dict) else None
+        problem = f"{path} cannot be read ({exc}); its stage is shown as not run"
+    else:
+        if isinstance(data, dict):
+            return data
+        problem = f"{path} holds no JSON object; its stage is shown as not run"
+    log.warning("%s", problem)
+    if notes is not None:
+        notes.append(problem)
+    return None
+
+
+def _finite(value: Any) -> float | None:
+    """A number the page can draw or print; None for NaN, infinities (a diverged run logs them)
+    and anything that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def config_note(run_dir: Path) -> str | None:
+    """Why the header shows default settings: the run has no config.yaml or it does not load."""
+    from steper_ray.config import load_config
+
+    cfg_file = Path(run_dir) / "config.yaml"
+    if not cfg_file.is_file():
+        return "this run has no config.yaml: settings in the header are the defaults"
+    try:
+        load_config(cfg_file)
+    except UserError as exc:
+        return f"{cfg_file} does not load ({str(exc).splitlines()[0]}): settings in the header are the defaults"
+    return None
 
 
 def check_run_dir(layout: RunLayout) -> None:
     """Raise UserError unless ``layout.run_dir`` holds a run: a pipeline summary or a stage directory."""
     run_dir = layout.run_dir
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir} is a file, not a run directory; pass the run_dir of a pipeline "
+                        "run, e.g. `steper-ray report runs/local`")
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} does not exist; pass the run_dir of a pipeline run "
                         "(default runs/local), e.g. `steper-ray report runs/local`")
@@ -61,20 +95,23 @@ def check_run_dir(layout: RunLayout) -> None:
                     f"run_dir={run_dir}` first")
 
 
-def stage_rows(layout: RunLayout, pipeline: dict[str, Any] | None) -> list[dict[str, Any]]:
+def stage_rows(layout: RunLayout, pipeline: dict[str, Any] | None, notes: list[str]) -> list[dict[str, Any]]:
     """One row per pipeline stage: status (the pipeline's ``done`` / ``skipped``, else ``done``
     when the stage's summary.json exists, ``incomplete`` when only its directory does, else
-    ``not run``) and seconds (the stage's own time, also for a stage skipped on a rerun)."""
+    ``not run``) and seconds (the stage's own time, also for a stage skipped on a rerun; a
+    stage run as its own command has only its ``wall_s``)."""
     recorded = {s["stage"]: s for s in (pipeline or {}).get("stages", []) if isinstance(s, dict)}
     rows = []
     for stage in STAGES:
         out = layout.stage_dir(stage)
-        summary = read_json(out / "summary.json")
+        summary = read_json(out / "summary.json", notes)
+        if stage == "index" and summary is None and out.is_dir() and stage not in recorded:
+            continue  # indexes built by generate or ablate alone: no index stage ran
         if stage == "evaluate_base" and summary is None and stage not in recorded and not out.is_dir():
             continue  # only with evaluate.baseline
         if summary is not None:
             status = recorded.get(stage, {}).get("status", "done")
-            seconds = summary.get("seconds", recorded.get(stage, {}).get("seconds"))
+            seconds = _finite(summary.get("seconds", recorded.get(stage, {}).get("seconds", summary.get("wall_s"))))
         else:
             status = "incomplete" if out.is_dir() else NOT_RUN
             seconds = None
@@ -82,14 +119,15 @@ def stage_rows(layout: RunLayout, pipeline: dict[str, Any] | None) -> list[dict[
     return rows
 
 
-def retrieval_section(layout: RunLayout) -> dict[str, Any] | None:
+def retrieval_section(layout: RunLayout, notes: list[str]) -> dict[str, Any] | None:
     """Recall@k per dev set (retrieval_eval/summary.json), or None when it did not run."""
-    summary = read_json(layout.retrieval_eval / "summary.json")
+    summary = read_json(layout.retrieval_eval / "summary.json", notes)
     if summary is None:
         return None
-    metrics = summary.get("metrics") or {}
-    cutoffs = sorted({int(k.split("@", 1)[1]) for m in metrics.values() for k in m if k.startswith("recall@")})
-    return {"cutoffs": cutoffs, "datasets": metrics}
+    metrics = {ds: m for ds, m in (summary.get("metrics") or {}).items() if isinstance(m, dict)}
+    cutoffs = sorted({int(k.split("@", 1)[1]) for m in metrics.values() for k in m
+                      if k.startswith("recall@") and k.split("@", 1)[1].isdigit()})
+    return {"cutoffs": cutoffs, "datasets": {ds: {k: _finite(v) for k, v in m.items()} for ds, m in metrics.items()}}
 
 
 def trace_parts(layout: RunLayout) -> list[Path]:
@@ -98,23 +136,46 @@ def trace_parts(layout: RunLayout) -> list[Path]:
     return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
 
 
-def read_traces(layout: RunLayout) -> list[dict[str, Any]]:
-    """Every trace row (TRACE_SCHEMA, generate/store.py) of the run; unreadable parts are
-    skipped with a warning (generation moves them aside on its next run)."""
+# Trace columns the page shows; the steps' prompts (most of a trace's bytes) are never read.
+_TRACE_COLUMNS = ("question_id", "dataset", "question", "answers", "answer", "kept", "drop_reason", "num_tokens", "steps")
+_STEP_FIELDS = ("step", "task", "query", "retrieved_ids", "output", "num_tokens", "notes")
+
+
+def _without_prompts(steps: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The steps column (list<struct>) with only the fields the page shows."""
+    chunks = []
+    for chunk in steps.chunks:
+        values = chunk.values
+        keep = [n for n in _STEP_FIELDS if values.type.get_field_index(n) >= 0]
+        slim = pa.StructArray.from_arrays([values.field(n) for n in keep], names=keep)
+        chunks.append(pa.ListArray.from_arrays(chunk.offsets, slim, mask=chunk.is_null()))
+    return pa.chunked_array(chunks)
+
+
+def read_traces(layout: RunLayout, notes: list[str]) -> list[dict[str, Any]]:
+    """Every trace row (TRACE_SCHEMA, generate/store.py) of the run, without its prompts;
+    unreadable parts are skipped and named in ``notes`` (generation moves them aside on its
+    next run)."""
     rows: list[dict[str, Any]] = []
     for part in trace_parts(layout):
         try:
-            rows += pq.read_table(part).to_pylist()
+            names = set(pq.read_schema(part).names)
+            table = pq.read_table(part, columns=[c for c in _TRACE_COLUMNS if c in names])
+            if "steps" in names:
+                table = table.set_column(table.schema.get_field_index("steps"), "steps",
+                                         _without_prompts(table.column("steps")))
+            rows += table.to_pylist()
         except (OSError, ValueError, pa.ArrowException) as exc:
             log.warning("traces part %s cannot be read (%s); left out of the report", part, exc)
+            notes.append(f"traces part {part} cannot be read ({exc}); its questions are not counted or shown")
     return rows
 
 
-def generate_section(layout: RunLayout, traces: list[dict[str, Any]]) -> dict[str, Any] | None:
+def generate_section(layout: RunLayout, traces: list[dict[str, Any]], notes: list[str]) -> dict[str, Any] | None:
     """Kept and dropped traces, by reason kind, by full reason and by dataset (counted from the
     traces themselves); examples per task and tokens from generate's summary. None when
     generation wrote nothing."""
-    summary = read_json(layout.generated.root / "summary.json")
+    summary = read_json(layout.generated.root / "summary.json", notes)
     if summary is None and not traces:
         return None
     dropped = [t.get("drop_reason") or "" for t in traces if not t.get("kept")]
@@ -148,36 +209,38 @@ def read_metric_rows(path: Path) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int):
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
             rows[row["step"]] = row
     return [rows[s] for s in sorted(rows)]
 
 
-def train_section(layout: RunLayout) -> dict[str, Any] | None:
+def train_section(layout: RunLayout, notes: list[str]) -> dict[str, Any] | None:
     """Sigma and per-task loss curves (one point per logged step), the loss mode and the final
     values; None when training logged nothing."""
-    summary = read_json(layout.train / "summary.json")
+    summary = read_json(layout.train / "summary.json", notes)
     rows = read_metric_rows(layout.trained.metrics)
     if summary is None and not rows:
         return None
     tasks = list(dict.fromkeys(k[len("loss_"):] for r in rows for k in r if k.startswith("loss_")))
 
     def curve(key: str) -> list[list[float]]:
-        return [[r["step"], float(r[key])] for r in rows if isinstance(r.get(key), (int, float))]
+        # NaN and infinities (a diverged step) are left out of the curve, not drawn.
+        return [[r["step"], v] for r in rows if (v := _finite(r.get(key))) is not None]
 
     return {
         "finished": summary is not None,
         "loss_mode": (summary or {}).get("loss_mode"),
         "steps": (summary or {}).get("steps", rows[-1]["step"] if rows else 0),
         "examples_used": (summary or {}).get("examples_used"),
-        "final": (summary or {}).get("final") or {},
+        "final": {k: _finite(v) for k, v in ((summary or {}).get("final") or {}).items()}
+                 if isinstance((summary or {}).get("final"), dict) else {},
         "tasks": tasks,
         "sigma": {t: curve(f"sigma_{t}") for t in tasks if any(f"sigma_{t}" in r for r in rows)},
         "loss": {t: curve(f"loss_{t}") for t in tasks},
     }
 
 
-def evaluation_runs(layout: RunLayout, train: dict[str, Any] | None) -> list[dict[str, Any]]:
+def evaluation_runs(layout: RunLayout, train: dict[str, Any] | None, notes: list[str]) -> list[dict[str, Any]]:
     """Each evaluated model of the run with its label (the mode), directory and metrics per dev
     set: the untrained student (evaluate_base), the trained one (evaluate) and each loss mode
     of ``steper-ray ablate``. Stages without a summary are left out."""
@@ -189,11 +252,13 @@ def evaluation_runs(layout: RunLayout, train: dict[str, Any] | None) -> list[dic
                        for d in sorted(layout.ablate.iterdir()) if d.is_dir()]
     runs = []
     for key, folder, default_label in candidates:
-        summary = read_json(folder / "summary.json")
+        summary = read_json(folder / "summary.json", notes)
         if summary is None or summary.get("command") != "evaluate":
             continue
-        runs.append({"key": key, "label": summary.get("label") or default_label, "dir": str(folder),
-                     "metrics": summary.get("metrics") or {}})
+        metrics = {ds: {k: _finite(v) for k, v in m.items()}
+                   for ds, m in (summary.get("metrics") or {}).items() if isinstance(m, dict)}
+        runs.append({"key": key, "label": str(summary.get("label") or default_label), "dir": str(folder),
+                     "metrics": metrics})
     return runs
 
 
@@ -209,9 +274,14 @@ def read_predictions(evaluate_dir: Path, datasets: Iterable[str]) -> list[dict[s
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
                 log.warning("%s line %d is not JSON (%s); left out of the report", path, number, exc)
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                log.warning("%s line %d is not a JSON object; left out of the report", path, number)
     return rows
 
 
@@ -270,7 +340,7 @@ def trace_question(t: dict[str, Any], source: int, gold: list[str] | None) -> di
         "steps": [{"n": s.get("step"), "task": s.get("task"), "query": s.get("query"),
                    "ids": list(s.get("retrieved_ids") or []), "out": s.get("output"),
                    "tokens": s.get("num_tokens"), "notes": list(s.get("notes") or [])}
-                  for s in t.get("steps") or []],
+                  for s in t.get("steps") or [] if isinstance(s, dict)],
     }
 
 
@@ -281,12 +351,12 @@ def prediction_question(p: dict[str, Any], source: int, gold: list[str] | None) 
         "src": source, "id": p.get("question_id"), "ds": p.get("dataset"), "q": p.get("question") or "",
         "gold": list(p.get("answers") or []), "answer": p.get("prediction"), "kept": None,
         "reason": p.get("error") or p.get("failure"),
-        "correct": None if acc is None else acc == 1.0, "em": p.get("em"), "f1": p.get("f1"),
+        "correct": None if _finite(acc) is None else acc == 1.0, "em": _finite(p.get("em")), "f1": _finite(p.get("f1")),
         "tokens": p.get("num_tokens"), "gold_ids": gold,
         "steps": [{"n": s.get("step"), "task": s.get("task"), "query": s.get("query"),
                    "ids": list(s.get("passage_ids") or []), "out": s.get("reasoning"),
                    "tokens": s.get("num_tokens"), "notes": list(s.get("notes") or [])}
-                  for s in p.get("steps") or []],
+                  for s in p.get("steps") or [] if isinstance(s, dict)],
     }
 
 
@@ -327,7 +397,7 @@ def browser_section(layout: RunLayout, traces: list[dict[str, Any]], evaluations
             notes += [f"dev set {n}: its file cannot be read, gold passages are not marked" for n in unread]
         src = add_source(run["key"], run["label"], rows)
         shown = [prediction_question(p, src, dev_gold.get(p.get("question_id") or "")) for p in rows[:max_questions]]
-        for name in dict.fromkeys(q["ds"] for q in shown):
+        for name in dict.fromkeys(q["ds"] for q in shown if isinstance(q["ds"], str) and q["ds"]):
             wanted = {pid for q in shown if q["ds"] == name for s in q["steps"] for pid in s["ids"]} - set(passages)
             passages.update(read_passages(layout.dev_index(name), wanted))
         questions += shown
@@ -339,6 +409,7 @@ def run_facts(layout: RunLayout, pipeline: dict[str, Any] | None) -> dict[str, A
     cfg = layout.cfg
     teacher = cfg.generate.teacher
     return {
+        "config_note": config_note(layout.run_dir),
         "run_dir": str(layout.run_dir),
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "version": __version__,
@@ -358,20 +429,24 @@ def gather_report(run_dir: str | Path, max_questions: int = MAX_BROWSER_QUESTION
     kept and dropped traces, training curves, dev metrics per dataset and mode, and the trace
     browser. A stage that has not run is None (or missing from the lists).
 
-    Raises UserError when ``run_dir`` is not a run directory or one of its summaries does not parse.
+    Raises UserError when ``run_dir`` is not a run directory; files that do not read are
+    listed under ``problems`` and their parts shown as not run.
     """
     layout = RunLayout.of_run(run_dir)
     check_run_dir(layout)
-    pipeline = read_json(layout.summary)
-    traces = read_traces(layout)
-    train = train_section(layout)
-    evaluations = evaluation_runs(layout, train)
-    return {
+    notes: list[str] = []  # files that could not be read, shown at the top of the page
+    pipeline = read_json(layout.summary, notes)
+    traces = read_traces(layout, notes)
+    train = train_section(layout, notes)
+    evaluations = evaluation_runs(layout, train, notes)
+    report = {
         "run": run_facts(layout, pipeline),
-        "stages": stage_rows(layout, pipeline),
-        "retrieval": retrieval_section(layout),
-        "generate": generate_section(layout, traces),
+        "stages": stage_rows(layout, pipeline, notes),
+        "retrieval": retrieval_section(layout, notes),
+        "generate": generate_section(layout, traces, notes),
         "train": train,
         "evaluation": evaluations,
         "browser": browser_section(layout, traces, evaluations, max_questions),
     }
+    report["problems"] = list(dict.fromkeys(notes))
+    return report

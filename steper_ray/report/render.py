@@ -16,6 +16,8 @@ from typing import Any
 from steper_ray.report.gather import NOT_RUN
 from steper_ray.report.svg import bar_chart, line_chart
 
+# In the first bytes of every page: how `write_report` knows a file it may overwrite.
+REPORT_MARK = '<meta name="generator" content="steper-ray run report">'
 METRIC_COLUMNS = (("em", "EM"), ("f1", "F1"), ("acc", "Acc"), ("marked", "marked"), ("recall", "recall"))
 
 
@@ -55,6 +57,8 @@ def header_html(run: dict[str, Any]) -> str:
              ("loss mode", run["loss_mode"]), ("passages per step (k)", run["k"]),
              ("training sets", ", ".join(run["train_sets"]) or "–"), ("dev sets", ", ".join(run["dev_sets"]) or "–"),
              ("report made", f"{run['generated']} by steper-ray {run['version']}")]
+    if run.get("config_note"):
+        facts.append(("settings", run["config_note"]))
     if not run["pipeline_summary"]:
         facts.append(("pipeline summary", "none (the pipeline has not finished; stages below as found)"))
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(str(v))}</dd>" for k, v in facts)
@@ -180,13 +184,16 @@ def render_report(report: dict[str, Any]) -> str:
     nav = "".join(f'<a href="#{sid}">{escape(t)}</a>' for sid, t in (
         ("stages", "stages"), ("retrieval", "retrieval"), ("generate", "traces kept"), ("train", "training"),
         ("evaluate", "dev metrics"), ("traces", "trace browser")))
+    problems = report.get("problems") or []
+    problems_html = ('<div class="problems"><b>Files that could not be read:</b><ul>'
+                     + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul></div>") if problems else ""
     body = "".join([
-        header_html(report["run"]), f"<nav>{nav}</nav>", stages_html(report["stages"]),
+        header_html(report["run"]), f"<nav>{nav}</nav>", problems_html, stages_html(report["stages"]),
         retrieval_html(report["retrieval"]), generate_html(report["generate"]), train_html(report["train"]),
         evaluation_html(report["evaluation"]), browser_html(report["browser"]),
     ])
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{REPORT_MARK}'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
         "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"

@@ -4,6 +4,7 @@ stopped early or with markup in the data, the `report` command and the pipeline'
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -172,7 +173,70 @@ def test_report_of_a_directory_that_is_not_a_run_exits_2_with_the_fix(
 def test_an_unwritable_out_exits_2(report_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "file").write_text("x")
     assert main(["report", str(report_run["run"]), "--out", str(tmp_path / "file" / "r.html")]) == 2
-    assert "cannot write the report to" in capsys.readouterr().err
+    assert "file is a file, so r.html cannot be written inside it" in capsys.readouterr().err
+    for bad in ("", ".", str(tmp_path)):
+        assert main(["report", str(report_run["run"]), "--out", bad]) == 2
+        err = capsys.readouterr().err
+        assert "is not a file name" in err and "Traceback" not in err
+
+
+def test_out_never_overwrites_a_file_that_is_not_a_report(
+        report_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = report_run["run"]
+    summary = (run / "summary.json").read_text()
+    notes = tmp_path / "notes.md"
+    notes.write_text("mine")
+    for target in (run / "summary.json", notes):
+        assert main(["report", str(run), "--out", str(target)]) == 2
+        assert "is not a steper-ray report" in capsys.readouterr().err
+    assert (run / "summary.json").read_text() == summary and notes.read_text() == "mine"
+    page = tmp_path / "page.html"
+    assert main(["report", str(run), "--out", str(page), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1]) == {"command": "report", "report": str(page)}
+    assert main(["report", str(run), "--out", str(page)]) == 0  # an earlier report is rebuilt in place
+
+
+def test_run_dir_names_are_paths_not_yaml(report_run: dict[str, Any], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # "run #2" must not become "run" (a YAML comment), "010" not 8, "true" not a bool.
+    for name in ("run #2", "010", "true", "a: b"):
+        copy = tmp_path / name
+        shutil.copytree(report_run["run"], copy)
+        assert main(["report", str(copy)]) == 0, capsys.readouterr().err
+        assert capsys.readouterr().out.strip() == str(copy / "report.html")
+        assert (copy / "report.html").is_file()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["report", str(afile)]) == 2
+    assert "is a file, not a run directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error
+        main(["report", str(report_run["run"]), "extra=1"])
+    assert exited.value.code == 2 and "takes no key=value overrides" in capsys.readouterr().err
+
+
+def test_damaged_files_are_named_on_the_page_not_fatal(report_run: dict[str, Any], tmp_path: Path) -> None:
+    run = tmp_path / "damaged"
+    shutil.copytree(report_run["run"], run)
+    (run / "train" / "summary.json").write_text("{not json")
+    with open(run / "train" / "metrics.jsonl", "a") as fh:  # a diverged step: json.dumps writes these
+        fh.write('{"step": 99, "loss_init": Infinity, "sigma_init": NaN}\n')
+    part = next((run / "generate" / "traces").glob("part-*.parquet"))
+    part.write_bytes(part.read_bytes()[:200])
+    with open(run / "evaluate" / "predictions" / "dv.jsonl", "a") as fh:
+        fh.write('[1, 2, 3]\nnull\n{"question": "lone \\ud800 surrogate", "steps": [1]}\n')
+    (run / "config.yaml").write_text("data: [unclosed\n")
+    out = write_report(run)
+    page = out.read_text(encoding="utf-8")
+    report = gather_report(run)
+    problems = report["problems"]
+    assert any("train/summary.json cannot be read" in p for p in problems)
+    assert any(part.name in p and "cannot be read" in p for p in problems)
+    assert report["generate"] is None or report["generate"]["questions"] == 0
+    assert all(math.isfinite(y) for curve in report["train"]["loss"].values() for _, y in curve)
+    assert "nan" not in page.split('id="trace-data"')[0].lower().replace("nan-", "")
+    assert "Files that could not be read" in page
+    assert "does not load" in report["run"]["config_note"]
+    assert "lone ? surrogate" in page  # the lone surrogate is replaced; the page is still written
 
 
 def _pipeline_config(run: Path, tmp_path: Path) -> str:
