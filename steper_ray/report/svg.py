@@ -54,13 +54,17 @@ def _frame(title: str, x_label: str, body: list[str]) -> str:
 
 
 def _legend(names: list[str]) -> list[str]:
+    """Legend entries left to right, wrapped onto a new row where the next one would not fit."""
     out = []
-    x = LEFT + 8
+    x, y = LEFT + 8, TOP + 2
     for i, name in enumerate(names):
+        width = 22 + 7 * len(name)
+        if x > LEFT + 8 and x + width > WIDTH - RIGHT:
+            x, y = LEFT + 8, y + 14
         color = COLORS[i % len(COLORS)]
-        out.append(f'<rect x="{x}" y="{TOP + 2}" width="10" height="10" fill="{color}"/>'
-                   f'<text x="{x + 14}" y="{TOP + 11}" class="legend">{escape(name)}</text>')
-        x += 22 + 7 * len(name)
+        out.append(f'<rect x="{x}" y="{y}" width="10" height="10" fill="{color}"/>'
+                   f'<text x="{x + 14}" y="{y + 9}" class="legend">{escape(name)}</text>')
+        x += width
     return out
 
 

@@ -290,3 +290,10 @@ def test_charts_escape_labels_and_handle_no_data() -> None:
     bars = bar_chart(["hp", "mu"], {"before": [0.5, None], "<after>": [1.0, 0.25]}, "Acc")
     assert bars.count("<rect") == 1 + 3 + 2  # the plot area, three bars, two legend keys
     assert "&lt;after&gt;" in bars
+    # five long mode names (ablate) wrap onto further legend rows, all inside the chart
+    names = [f"ablation: {m}" for m in ("steper", "uniform", "first_heavy", "last_heavy", "vanilla_kd")]
+    legend = bar_chart(["hp"], {n: [0.5] for n in names}, "Acc")
+    xs = [float(x) for x in re.findall(r'<text x="([0-9.]+)" y="[0-9.]+" class="legend"', legend)]
+    rows = set(re.findall(r'<text x="[0-9.]+" y="([0-9.]+)" class="legend"', legend))
+    assert len(xs) == 5 and len(rows) >= 2
+    assert all(x + 7 * len(n) <= 520 for x, n in zip(xs, names))
