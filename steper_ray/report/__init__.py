@@ -15,7 +15,12 @@ from pathlib import Path
 
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
-from steper_ray.report.gather import MAX_BROWSER_QUESTIONS, check_run_dir, gather_report
+from steper_ray.report.gather import (
+    MAX_BROWSER_QUESTIONS,
+    check_run_dir,
+    gather_report,
+    gather_run,
+)
 from steper_ray.report.render import REPORT_MARK, render_report
 
 log = logging.getLogger(__name__)
@@ -58,7 +63,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None,
     check_run_dir(layout)
     path = Path(out) if out is not None else layout.report
     check_report_target(path)
-    page = render_report(gather_report(run_dir, max_questions))
+    page = render_report(gather_run(layout, max_questions))  # the layout checked above, not loaded again
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

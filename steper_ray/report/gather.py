@@ -434,6 +434,11 @@ def gather_report(run_dir: str | Path, max_questions: int = MAX_BROWSER_QUESTION
     """
     layout = RunLayout.of_run(run_dir)
     check_run_dir(layout)
+    return gather_run(layout, max_questions)
+
+
+def gather_run(layout: RunLayout, max_questions: int = MAX_BROWSER_QUESTIONS) -> dict[str, Any]:
+    """``gather_report`` for a layout already checked with ``check_run_dir``."""
     notes: list[str] = []  # files that could not be read, shown at the top of the page
     pipeline = read_json(layout.summary, notes)
     traces = read_traces(layout, notes)
