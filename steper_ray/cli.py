@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='one {"query", "hits"} object per line')
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
+    p = sub.add_parser("report", help="(re)build the run report: one self-contained HTML page of a run directory")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (a pipeline's run_dir)")
+    p.add_argument("--out", help="the HTML file to write (default <RUN_DIR>/report.html); an existing "
+                   "file there must be an earlier report")
+    p.add_argument("--json", action="store_true", help='also print {"command", "report"} as the last line')
+
     p = sub.add_parser("config-reference", help="print the configuration reference (Markdown table)")
     p.add_argument("--write", metavar="README", nargs="?", const="README.md",
                    help="replace the generated block in this README instead (default README.md)")
@@ -169,6 +175,12 @@ def _staged(console: Console, cfg: SteperConfig, name: str, fn: Any, *args: Any)
 
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "report":
+        from steper_ray.report import write_report
+
+        path = write_report(args.run_dir, args.out)
+        _emit(console, {"command": "report", "report": str(path)}, args.json, str(path))
+        return 0
     if args.command == "config-reference":
         from steper_ray.commands.config_reference import render_reference, update_readme
 
@@ -310,6 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if hasattr(args, "overrides"):
         args.overrides = [*args.overrides, *extra]
+    elif extra:  # a command without a config (report, config-reference) takes no key=value
+        parser.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
     if getattr(args, "compare", None):  # nargs="+" also swallows trailing key=value overrides
         args.overrides += [x for x in args.compare if "=" in x]
         args.compare = [x for x in args.compare if "=" not in x]

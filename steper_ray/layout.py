@@ -9,7 +9,7 @@ follow it (the step examples live in whatever ``generate.out`` is)::
     <run_dir>/
       config.yaml            the pipeline's configuration
       summary.json           the pipeline's summary (stage table)
-      report.html            reserved for the run report (not written yet)
+      report.html            the run report (the pipeline writes it; `steper-ray report` rebuilds it)
       logs/<stage>.log       each stage's log: Ray, the workers, library warnings
       index/                 stage indexes and the index stage's summary.json
         train/               the training index (generate)              generate.index
@@ -131,10 +131,11 @@ class RunLayout:
         run_dir = Path(run_dir)
         cfg_file = run_dir / "config.yaml"
         try:
-            cfg = load_config(cfg_file if cfg_file.is_file() else None, [f"run_dir={run_dir}"])
+            cfg = load_config(cfg_file if cfg_file.is_file() else None)
         except UserError:
-            cfg = load_config(None, [f"run_dir={run_dir}"])
-        return cls(cfg)
+            cfg = load_config(None)
+        # Set directly, not as a key=value override: a directory name is not YAML ("run #2", "010").
+        return cls(cfg.model_copy(update={"run_dir": str(run_dir)}))
 
     # --- the run itself ------------------------------------------------------------------
     @property

@@ -4,8 +4,9 @@ Stages: ``index`` (one index per dev dataset, over its pooled paragraphs), ``ret
 (recall@k of gold paragraphs, retrieving with the question), ``generate`` (teacher traces on
 Ray Data, filtered and cut into step examples), ``train`` (the student on Ray Train + DeepSpeed
 ZeRO) and ``evaluate`` (the student answers the dev sets on Ray Data; metrics and a chart);
-with ``serve`` the trained student is then served over HTTP until stopped. A stage that
-finished has a ``summary.json`` in its directory and is skipped on rerun; an interrupted
+with ``serve`` the trained student is then served over HTTP until stopped. The run ends with
+its report (``<run_dir>/report.html``, ``steper_ray.report``), from what the stages wrote. A
+stage that finished has a ``summary.json`` in its directory and is skipped on rerun; an interrupted
 ``generate`` resumes where it stopped and an interrupted ``train`` from its last checkpoint.
 """
 
@@ -146,7 +147,8 @@ def run_pipeline_stage(cfg: SteperConfig, name: str,
 
 
 def run_pipeline(cfg: SteperConfig, console: Console | None = None) -> dict[str, Any]:
-    """Run every stage not finished yet (see :func:`run_pipeline_stage`)."""
+    """Run every stage not finished yet (see :func:`run_pipeline_stage`), write the summary,
+    then the run report (:func:`write_run_report`; its path is the summary's ``report``)."""
     layout = RunLayout(cfg)
     run_dir = layout.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,7 +174,26 @@ def run_pipeline(cfg: SteperConfig, console: Console | None = None) -> dict[str,
         "wall_s": round(time.perf_counter() - t_all, 3),
     }
     write_summary(run_dir, summary)  # = layout.summary
+    summary["report"] = write_run_report(layout, console)
+    write_summary(run_dir, summary)  # now with the report's path (None: not written)
     return summary
+
+
+def write_run_report(layout: RunLayout, console: Console | None = None) -> str | None:
+    """The run report (``layout.report``) from what the run wrote; its path, or None when it
+    could not be written. Never raises: a failed report costs the run none of its results, it
+    is logged and (with a ``console``) announced in one line with the command that rebuilds it."""
+    from steper_ray.report import write_report
+
+    try:
+        return str(write_report(layout.run_dir))
+    except Exception as exc:  # the stages' results are already safe on disk
+        log.warning("the run report was not written", exc_info=True)
+        if console is not None:
+            detail = (str(exc).splitlines() or [""])[0]
+            console.print(f"warning: the run report was not written ({type(exc).__name__}: {detail}); "
+                          f"rebuild it with `steper-ray report {layout.run_dir}`", err=True)
+        return None
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -208,4 +229,5 @@ def format_table(summary: dict[str, Any]) -> str:
             lines.append(f"{name:<16} {when:<7} {m['questions']:>9} {cells} {m['mean_steps']:>6.2f} "
                          f"{m['tokens_per_question']:>6.1f}")
     lines.append(f"plots: {tr.get('plot')}, {ev.get('plot')}")
+    lines.append(f"report: {summary.get('report') or 'not written (see the warning above)'}")
     return "\n".join(lines)

@@ -132,6 +132,8 @@ def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.Captu
     assert "| run (steper) | hp | 3 |" in Path(summary["evaluate"]["report"]).read_text()
     table = out.strip().rsplit("\n", 1)[0]  # everything before the JSON line
     assert "final sigmas init" in table and "dev set" in table and "\nhp " in table
+    assert table.splitlines()[-1] == f"report: {run / 'report.html'}" and summary["report"] == str(run / "report.html")
+    assert "student after training (steper)" in (run / "report.html").read_text()
     # the quiet console: a header, progress lines of the stages (one at the end of each, one a
     # minute while one runs), the table, the JSON; everything else is in one log per stage
     lines = out.splitlines()

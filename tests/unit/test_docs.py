@@ -49,3 +49,17 @@ def test_config_reference_command(tmp_path: Path, capsys: object) -> None:
     assert readme.read_text() == f"# x\n\n{START}\n{render_reference()}\n{END}\ntail\n"
     readme.write_text("no markers\n")
     assert main(["config-reference", "--write", str(readme)]) == 2
+
+
+def test_readme_lists_every_command_and_shows_the_run_report() -> None:
+    from steper_ray.cli import build_parser
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for command in sub.choices:  # type: ignore[union-attr]
+        assert f"| `steper-ray {command}" in table, f"`steper-ray {command}` is not in the README's command table"
+    assert "![run report](docs/report.png)" in readme and "## Run report" in readme
+    assert (REPO / "docs" / "report.png").stat().st_size > 50_000
+    layout = readme.split("## Run layout", 1)[1]
+    assert "report.html            the run report" in layout
