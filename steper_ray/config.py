@@ -550,15 +550,25 @@ class BenchTrainingConfig(Section):
 
 class BenchServingConfig(Section):
     model: str | None = Field(
-        None, description="Student model directory; None: a tiny Llama built offline into the output dir."
+        None, description="Student model directory or 'smollm2'; None: a tiny Llama built offline into the output dir."
     )
-    engine: Literal["hf", "vllm"] = Field("hf", description="Engine on both sides: 'hf' (transformers) or 'vllm'.")
+    engine: Literal["hf", "vllm"] = Field(
+        "hf", description="Engine on both sides: 'hf' (transformers, dynamic batching) or 'vllm' (its async engine)."
+    )
     concurrency: list[int] = Field(
         default_factory=lambda: [1, 4, 16], description="Concurrent clients, one measurement each."
     )
-    requests_per_level: int = Field(32, ge=4, description="Requests timed per concurrency level.")
+    requests_per_level: int = Field(
+        32, ge=4, description="Requests timed per concurrency level (at least the level's concurrency)."
+    )
     max_steps: int = Field(3, ge=2, description="Reasoning steps per request.")
     max_tokens: int = Field(16, ge=1, description="Most tokens per step.")
+    k: int | None = Field(None, ge=1, description="Passages per step; None: retrieval.k.")
+    max_model_len: int = Field(4096, ge=256, description="The engine's longest prompt + output in tokens.")
+    reasoner_cpus: float | None = Field(
+        None, gt=0, description="CPUs of the reasoner replica (its engine's threads); None: every core, "
+        "as the in-process side has."
+    )
 
 
 class BenchConfig(Section):

@@ -1,30 +1,47 @@
-"""`steper-ray bench serving`: latency percentiles and throughput of the HTTP endpoint at several
-concurrency levels, against the same loop called in-process with the same model and index.
+"""`steper-ray bench serving`: latency percentiles, requests/s and tokens/s of the HTTP endpoint
+at several concurrency levels, against the same loop, engine and questions in-process.
 
-HTTP side: closed loop, ``c`` clients each sending its next request when the last one returned;
-the Serve reasoner batches the step prompts of concurrent requests. In-process side: the same
-questions through StepwiseReasoner in batches of ``c`` (how evaluation runs it), so each
-question's latency is its batch's time. Overhead = in-process throughput / HTTP throughput.
+Both sides run closed loops: ``c`` clients, each sending its next question when its last one
+was answered, over the same ``max(requests_per_level, c)`` questions per level.
+
+- in-process: ``AnswerService.aanswer`` on one event loop, the index in memory, the engine as
+  the reasoner deployment holds it (vLLM's async engine, or transformers behind the batching
+  adapter); no Ray, no HTTP;
+- HTTP: ``POST /v1/answer`` on the Serve application (ingress -> reasoner -> retriever), the
+  reasoner given every core the in-process side had (``reasoner.num_cpus``: the engine's threads).
+
+The endpoint's overhead at each level: the throughput ratio (in-process requests/s over HTTP
+requests/s) and the p50 difference (HTTP p50 minus in-process p50, ms). Targets checked in the
+summary: throughput ratio at most 1.10 at concurrency >= 4, p50 difference at most 50 ms at
+concurrency 1. Timings go to summary.json; nothing here asserts them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from steper_ray.config import GeneratorConfig, SteperConfig
 from steper_ray.data import extract_corpus, read_dataset
-from steper_ray.reasoning.generators.factory import build_generator
-from steper_ray.reasoning.loop import Question, StepwiseReasoner
+from steper_ray.models.prompt_format import builder_for
+from steper_ray.reasoning.async_loop import as_async_retriever
 from steper_ray.retrieval import build_index, load_index
+from steper_ray.serve.service import AnswerService
 from steper_ray.summary import write_summary
 
 log = logging.getLogger(__name__)
+
+THROUGHPUT_TARGET = 1.10  # in-process / HTTP requests/s at concurrency >= 4
+P50_TARGET_MS = 50.0  # HTTP p50 - in-process p50 at concurrency 1
+
+Ask = Callable[[str], Awaitable[int | None]]  # one question -> completion tokens, or None if it failed
 
 
 def _percentiles(latencies_ms: list[float]) -> dict[str, float | None]:
@@ -34,43 +51,85 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float | None]:
     return {"p50_ms": round(qs[49], 1), "p95_ms": round(qs[94], 1), "p99_ms": round(qs[98], 1)}
 
 
-async def _http_level(url: str, questions: list[str], concurrency: int, body: dict[str, Any]) -> dict[str, Any]:
-    import httpx
-
+async def closed_loop(ask: Ask, questions: list[str], concurrency: int) -> dict[str, Any]:
+    """``concurrency`` clients over ``questions``, each asking its next when the last returned."""
     latencies: list[float] = []
-    failures: dict[int, int] = {}
-    pending = list(questions)
+    tokens, failed = 0, 0
+    pending = list(reversed(questions))
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client() -> None:
+        nonlocal tokens, failed
         while pending:
             q = pending.pop()
             t0 = time.perf_counter()
+            got = await ask(q)
+            if got is None:
+                failed += 1
+                continue
+            latencies.append((time.perf_counter() - t0) * 1000)
+            tokens += got
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    wall = time.perf_counter() - t0
+    return {"requests": len(latencies), "failed": failed, **_percentiles(latencies),
+            "requests_per_s": round(len(latencies) / wall, 3), "tokens_per_s": round(tokens / wall, 1),
+            "wall_s": round(wall, 2)}
+
+
+async def _in_process(cfg: SteperConfig, gen_cfg: GeneratorConfig, index: Path, workloads: dict[int, list[str]],
+                      warm: list[str], max_steps: int, k: int) -> dict[int, dict[str, Any]]:
+    """Every level in-process, on one engine built here (inside the event loop it serves)."""
+    engine: Any
+    if gen_cfg.kind == "vllm":
+        from steper_ray.reasoning.generators.vllm_async import AsyncVLLMGenerator
+
+        engine = AsyncVLLMGenerator(gen_cfg)
+    else:
+        from steper_ray.reasoning.generators.batching import BatchingGenerator
+        from steper_ray.reasoning.generators.factory import build_generator
+
+        engine = BatchingGenerator(build_generator(gen_cfg), max(workloads), cfg.serve.batch_wait_s)
+    service = AnswerService(as_async_retriever(load_index(index)), engine, builder_for(gen_cfg, "student"),
+                            cfg.reasoning)
+
+    async def ask(q: str) -> int | None:
+        answer = await service.aanswer(q, max_steps, k)
+        return int(answer["usage"]["completion_tokens"])
+
+    out = {}
+    try:
+        await closed_loop(ask, warm, 1)
+        for c, questions in workloads.items():
+            out[c] = await closed_loop(ask, questions, c)
+            log.info("in-process c=%d: %s", c, out[c])
+    finally:
+        if gen_cfg.kind == "vllm":
+            engine.shutdown()
+        else:
+            engine.close()
+    return out
+
+
+async def _over_http(url: str, workloads: dict[int, list[str]], warm: list[str], body: dict[str, Any]
+                     ) -> dict[int, dict[str, Any]]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=max(workloads), max_keepalive_connections=max(workloads))
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        async def ask(q: str) -> int | None:
             r = await http.post(f"{url}/v1/answer", json={**body, "question": q})
-            if r.status_code == 200:
-                latencies.append((time.perf_counter() - t0) * 1000)
-            else:
-                failures[r.status_code] = failures.get(r.status_code, 0) + 1
+            if r.status_code != 200:
                 log.warning("HTTP %d: %s", r.status_code, r.text[:300])
+                return None
+            return int(r.json()["usage"]["completion_tokens"])
 
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
-    return {"requests": len(latencies), "failed": failures, **_percentiles(latencies),
-            "requests_per_s": round(len(latencies) / wall, 2)}
-
-
-def _inprocess_level(reasoner: StepwiseReasoner, questions: list[str], concurrency: int) -> dict[str, Any]:
-    latencies: list[float] = []
-    t_all = time.perf_counter()
-    for i in range(0, len(questions), concurrency):
-        batch = questions[i:i + concurrency]
-        t0 = time.perf_counter()
-        reasoner.run([Question(str(j), q) for j, q in enumerate(batch)])
-        latencies += [(time.perf_counter() - t0) * 1000] * len(batch)
-    wall = time.perf_counter() - t_all
-    return {"requests": len(latencies), **_percentiles(latencies), "requests_per_s": round(len(latencies) / wall, 2)}
+        await closed_loop(ask, warm, 1)
+        out = {}
+        for c, questions in workloads.items():
+            out[c] = await closed_loop(ask, questions, c)
+            log.info("http c=%d: %s", c, out[c])
+    return out
 
 
 def _free_port() -> int:
@@ -79,17 +138,29 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def overhead(concurrency: int, http: dict[str, Any], inproc: dict[str, Any]) -> dict[str, Any]:
+    """The endpoint's overhead at one level, and whether it meets this level's target."""
+    ratio = round(inproc["requests_per_s"] / http["requests_per_s"], 3) if http["requests_per_s"] else None
+    p50 = (round(http["p50_ms"] - inproc["p50_ms"], 1)
+           if http["p50_ms"] is not None and inproc["p50_ms"] is not None else None)
+    target: dict[str, Any] = {}
+    if concurrency >= 4 and ratio is not None:
+        target = {"throughput_ratio_max": THROUGHPUT_TARGET, "met": ratio <= THROUGHPUT_TARGET}
+    elif concurrency == 1 and p50 is not None:
+        target = {"p50_overhead_ms_max": P50_TARGET_MS, "met": p50 <= P50_TARGET_MS}
+    return {"overhead_ratio": ratio, "p50_overhead_ms": p50, "target": target}
+
+
 def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     from ray import serve
 
     from steper_ray.commands.tiny_model import run_tiny_model
+    from steper_ray.models.prepare import resolve_model
     from steper_ray.ray_session import ensure_ray
     from steper_ray.serve.app import build_app
 
     b = cfg.bench.serving
     out.mkdir(parents=True, exist_ok=True)
-    from steper_ray.models.prepare import resolve_model
-
     model = resolve_model(b.model) if b.model else None
     if model is None:
         model = str(out / "model")
@@ -101,21 +172,17 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     passages = extract_corpus(records)
     build_index(passages, cfg.index, progress=False).save(index)
     questions = [r.question for r in records]
-    n = b.requests_per_level
-    workload = [questions[i % len(questions)] for i in range(n)]
-    gen_cfg = GeneratorConfig(kind=b.engine, model=model, max_tokens=b.max_tokens,
-                              batch_size=max(b.concurrency))
-    k = cfg.retrieval.k
+    workloads = {c: [questions[i % len(questions)] for i in range(max(b.requests_per_level, c))]
+                 for c in b.concurrency}
+    warm = questions[-2:]
+    gen_cfg = GeneratorConfig(kind=b.engine, model=model, max_tokens=b.max_tokens, batch_size=max(b.concurrency),
+                              max_model_len=b.max_model_len)
+    k = b.k or cfg.retrieval.k
+    cores = os.cpu_count() or 1
 
-    # in-process: the loop over the same index and engine, no Ray
-    reasoner = StepwiseReasoner(load_index(index), build_generator(gen_cfg), max_steps=b.max_steps, k=k,
-                                max_passages=cfg.reasoning.max_passages)
-    reasoner.run([Question("warm", questions[0])])
-    inproc = {}
-    for c in b.concurrency:
-        inproc[c] = _inprocess_level(reasoner, workload, c)
-        log.info("in-process c=%d: %s", c, inproc[c])
-    del reasoner
+    t0 = time.perf_counter()
+    inproc = asyncio.run(_in_process(cfg, gen_cfg, index, workloads, warm, b.max_steps, k))
+    inproc_s = time.perf_counter() - t0
 
     # over HTTP: the Serve application on the local Ray (Serve's own proxy if one is running)
     ensure_ray()
@@ -127,28 +194,28 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
         from ray.serve.context import _get_global_client
 
         port = int(_get_global_client().get_serve_details()["http_options"]["port"])
-    scfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={
+    s = cfg.serve
+    scfg = cfg.model_copy(update={"serve": s.model_copy(update={
         "index": str(index), "model": gen_cfg, "auth_token_env": None, "batch_max_size": max(b.concurrency),
+        # the engine gets the cores the in-process side had; the light deployments reserve none
+        "reasoner": s.reasoner.model_copy(update={"num_cpus": float(b.reasoner_cpus or cores),
+                                                  "max_ongoing_requests": max(64, max(b.concurrency))}),
+        "retriever": s.retriever.model_copy(update={"num_cpus": 0.0}),
+        "ingress": s.ingress.model_copy(update={"num_cpus": 0.0}),
     })})
+    t0 = time.perf_counter()
     serve.run(build_app(scfg), name="bench", route_prefix="/bench")
     url = f"http://127.0.0.1:{port}/bench"
-    body = {"max_steps": b.max_steps, "k": k}
     try:
-        asyncio.run(_http_level(url, questions[:2], 1, body))  # warm-up
-        http = {}
-        for c in b.concurrency:
-            http[c] = asyncio.run(_http_level(url, workload, c, body))
-            log.info("http c=%d: %s", c, http[c])
+        http = asyncio.run(_over_http(url, workloads, warm, {"max_steps": b.max_steps, "k": k}))
     finally:
         serve.delete("bench")
         if started:
             serve.shutdown()
+    http_s = time.perf_counter() - t0
 
-    levels = []
-    for c in b.concurrency:
-        h, p = http[c], inproc[c]
-        levels.append({"concurrency": c, "http": h, "in_process": p,
-                       "overhead_ratio": round(p["requests_per_s"] / h["requests_per_s"], 3) if h["requests_per_s"] else None})
+    levels = [{"concurrency": c, "http": http[c], "in_process": inproc[c], **overhead(c, http[c], inproc[c])}
+              for c in b.concurrency]
     summary = {
         "command": "bench serving",
         "engine": b.engine,
@@ -156,8 +223,12 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
         "index_passages": len(passages),
         "max_steps": b.max_steps,
         "k": k,
-        "requests_per_level": n,
+        "max_tokens": b.max_tokens,
+        "requests_per_level": {c: len(w) for c, w in workloads.items()},
+        "cores": cores,
         "levels": levels,
+        "targets_met": all(lv["target"].get("met", True) for lv in levels),
+        "wall_s": {"in_process": round(inproc_s, 1), "http_with_app_start": round(http_s, 1)},
     }
     write_summary(out, summary)
     return summary
