@@ -355,7 +355,7 @@ class TrainConfig(Section):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (one per GPU on GPU).")
     use_gpu: bool = Field(False, description="Workers get one GPU each, NCCL; else CPU and gloo.")
     cpus_per_worker: float = Field(
-        0.5, gt=0, description="CPUs reserved per worker; leave some free for the Ray Data reads."
+        0.5, gt=0, description="CPUs Ray reserves per worker (a fraction lets workers share cores on a small machine)."
     )
     threads_per_worker: int | None = Field(
         None, ge=1, description="torch intra-op threads per worker; None: one per whole CPU the worker "

@@ -1,13 +1,13 @@
 """What differs between the training worker under Ray Train and the same worker as a plain
-process: where its rows come from, where checkpoints come from and go, and how metrics are
-reported with them. The worker body (``train.loop``) only talks to a ``TrainContext``.
+process: where checkpoints come from and go, and how metrics are reported with them. The
+worker body (``train.loop``) only talks to a ``TrainContext``; both read their rows the same
+way (``train.data.read_example_rows``).
 
-- ``RayTrainContext``: rows from the Ray Data shard, resume from the checkpoint Ray Train
-  hands the worker group, checkpoints reported with ``ray.train.report`` (Ray Train keeps
-  ``train.keep_checkpoints`` of them under the run's storage path and restarts failed workers
-  from the latest).
-- ``LocalContext``: one process, rows from the Parquet file or directory, checkpoints in
-  ``<train dir>/checkpoints`` (DeepSpeed's own ``latest`` tag), resumed from there.
+- ``RayTrainContext``: resume from the checkpoint Ray Train hands the worker group,
+  checkpoints reported with ``ray.train.report`` (Ray Train keeps ``train.keep_checkpoints`` of
+  them under the run's storage path and restarts failed workers from the latest).
+- ``LocalContext``: one process, checkpoints in ``<train dir>/checkpoints`` (DeepSpeed's own
+  ``latest`` tag), resumed from there.
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ class TrainContext(Protocol):
     def init_process_group(self) -> None:
         """Prepare what ``deepspeed.init_distributed`` needs (rank, world size, rendezvous)."""
 
-    def rows(self, examples: str) -> list[dict[str, Any]]:
-        """All example rows this worker sees, before its deterministic share is taken."""
-
     def resume_from(self, local_rank: int) -> Path | None:
         """Directory of the checkpoint to resume from (the same on every rank), or None."""
 
@@ -46,11 +43,6 @@ class RayTrainContext:
 
     def init_process_group(self) -> None:
         pass  # Ray Train set up the torch process group and its environment
-
-    def rows(self, examples: str) -> list[dict[str, Any]]:
-        import ray.train
-
-        return list(ray.train.get_dataset_shard("train").iter_rows())
 
     def resume_from(self, local_rank: int) -> Path | None:
         import ray.train
@@ -99,11 +91,6 @@ class LocalContext:
         for key in self._set_env:
             os.environ.pop(key, None)
         self._set_env = []
-
-    def rows(self, examples: str) -> list[dict[str, Any]]:
-        import pyarrow.parquet as pq
-
-        return pq.read_table(examples).to_pylist()
 
     def resume_from(self, local_rank: int) -> Path | None:
         return self.checkpoints if (self.checkpoints / "latest").is_file() else None

@@ -30,7 +30,7 @@ from steper_ray.layout import TrainDir
 from steper_ray.models.prompt_format import record_prompt_format, resolve_prompt_format
 from steper_ray.reasoning.prompts import PromptBuilder, PromptFormat
 from steper_ray.train.context import LocalContext, RayTrainContext, TrainContext, in_ray_train_worker
-from steper_ray.train.data import Encoded, collate, encode_for_loss, plan_steps, shard_rows
+from steper_ray.train.data import Encoded, collate, encode_for_loss, plan_steps, read_example_rows, shard_rows
 from steper_ray.train.deepspeed_config import build_deepspeed_config
 from steper_ray.train.loss import TASKS, StepERLoss, per_task_token_ce
 from steper_ray.train.tracking import MetricSinks
@@ -170,7 +170,7 @@ def setup(config: dict[str, Any], ctx: TrainContext) -> Worker:
     # The student's prompt format; evaluation and serving read it back from the export.
     fmt, template = resolve_prompt_format(cfg.prompt_format, config["student"], tokenizer)
     builder = PromptBuilder.student(fmt, template)
-    rows = shard_rows(ctx.rows(config["examples"]), rank, world)
+    rows = shard_rows(read_example_rows(config["examples"]), rank, world)
     items, dropped = encode_for_loss(tokenizer, rows, cfg.loss.mode, cfg.loss.target, cfg.max_len, cfg.trim, builder)
     agreed = torch.tensor([len(plan_steps(items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, 0))],
                           dtype=torch.long)

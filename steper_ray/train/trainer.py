@@ -106,15 +106,7 @@ def steps_progress(metrics: Path, every_s: float = 1.0) -> Iterator[None]:
 
 
 def run_train(cfg: SteperConfig) -> dict[str, Any]:
-    import ray
-    import ray.train
-    from ray.train import (
-        CheckpointConfig,
-        DataConfig,
-        FailureConfig,
-        RunConfig,
-        ScalingConfig,
-    )
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     t0 = time.perf_counter()
@@ -133,10 +125,6 @@ def run_train(cfg: SteperConfig) -> dict[str, Any]:
             resources_per_worker={"CPU": tcfg.cpus_per_worker, **({"GPU": 1} if tcfg.use_gpu else {})},
         ),
         torch_config=TorchConfig(backend="nccl" if tcfg.use_gpu else "gloo"),
-        # Every worker reads all examples and keeps a deterministic, balanced share
-        # (train.data.shard_rows), so a resumed run continues over the same data.
-        datasets={"train": ray.data.read_parquet(examples)},
-        dataset_config=DataConfig(datasets_to_split=[]),
         run_config=RunConfig(
             name=tcfg.run_name,
             storage_path=str(files.ray_storage),

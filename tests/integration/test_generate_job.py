@@ -124,7 +124,8 @@ def test_bad_rows_become_error_rows(tmp_path: Path, tiny_model_dir: Path) -> Non
 def test_sigkill_then_rerun_writes_every_question_exactly_once(tmp_path: Path, tiny_model_dir: Path) -> None:
     run = tmp_path / "run"
     overrides = [f"run_dir={run}", "generate.teacher.kind=hf", f"generate.teacher.model={tiny_model_dir}",
-                 "generate.teacher.max_tokens=24", "generate.batch_size=2", "reasoning.max_steps=3"]
+                 "generate.teacher.max_tokens=24", "generate.batch_size=2", "reasoning.max_steps=3",
+                 "generate.limit=14"]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "steper_ray.cli", "generate", *overrides],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -140,17 +141,17 @@ def test_sigkill_then_rerun_writes_every_question_exactly_once(tmp_path: Path, t
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
         proc.wait()
     written = len(pq.read_table(traces_dir).column("question_id")) if any(traces_dir.glob("part-*")) else 0
-    assert 0 < written < 60, f"kill landed outside the run ({written} written)"
+    assert 0 < written < 20, f"kill landed outside the run ({written} written)"
 
     summary = run_generate(load_config(None, overrides))
     traces, examples = _outputs(run / "generate")
     # two questions per dataset are the teacher's demonstrations (reasoning.demos: auto), never generated
     held_out = {q for d in summary["demos"].values() for q in d["questions"]}
     assert len(held_out) == summary["held_out_for_demos"] == 4
-    expected = {r.id for s in load_config(None, overrides).data.train for r in read_dataset(s.path).records}
+    expected = {r.id for s in load_config(None, overrides).data.train for r in read_dataset(s.path, limit=14).records}
     _check_exactly_once(traces, examples, expected - held_out)
     assert summary["this_run"]["skipped_already_done"] == written
-    assert summary["questions"] == 56
+    assert summary["questions"] == len(expected - held_out) >= 20
 
 
 def test_tensor_parallel_placement_is_one_gpu_bundles_on_one_node() -> None:

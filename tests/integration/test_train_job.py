@@ -1,4 +1,6 @@
-"""Student training under Ray Train + DeepSpeed ZeRO-3 on 2 CPU workers (gloo)."""
+"""Student training under Ray Train + DeepSpeed ZeRO-3 on 2 CPU workers (gloo): restart after a
+killed worker, resume by run name, and the worker body as a plain function. That a student
+memorises its examples and its export serves them is checked end to end (test_end_to_end)."""
 
 from __future__ import annotations
 
@@ -33,65 +35,6 @@ def small_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_student_memorises_its_examples_and_exports(tmp_path: Path, small_examples: Path, tiny_model_dir: Path) -> None:
-    cfg = load_config(None, [
-        f"run_dir={tmp_path}", f"train.student={tiny_model_dir}", f"train.examples={small_examples}",
-        "train.lr=0.003", "train.warmup_ratio=0.05", "train.epochs=400", "train.max_steps=300",
-        "train.micro_batch_size=1", "train.grad_accum=1", "train.checkpoint_every=150",
-        "train.tensorboard=true", f"train.mlflow_uri=file:{tmp_path / 'mlruns'}",
-    ])
-    summary = run_train(cfg)
-    out = tmp_path / "train"
-    assert summary["steps"] == 300 and summary["examples_used"] == pq.read_table(small_examples).num_rows
-    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == list(range(1, 301))
-    assert {"loss_init", "sigma_agg", "weight_exp", "lr", "grad_norm", "tokens_per_s"} <= set(metrics[-1])
-    # learned sigmas moved, and follow the loss: s_j -> log L_j as the loss falls
-    assert all(metrics[-1][f"sigma_{t}"] < 1.0 for t in ("init", "exp", "agg"))
-    assert (out / "sigmas.png").stat().st_size > 10_000
-    assert summary["checkpoint"] and Path(summary["checkpoint"]).is_dir()
-    assert any((out / "tb").glob("events.out.tfevents.*"))
-    import os
-
-    import mlflow
-
-    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # reading a file store needs it too
-    mlflow.set_tracking_uri(f"file:{tmp_path / 'mlruns'}")
-    client = mlflow.tracking.MlflowClient()
-    (run,) = client.search_runs([client.get_experiment_by_name("steper-ray").experiment_id])
-    assert len(client.get_metric_history(run.info.run_id, "sigma_agg")) == 300
-
-    # The exported model reproduces every completion from its training prompt, greedily.
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(out / "model")
-    model = AutoModelForCausalLM.from_pretrained(out / "model")
-    misses = []
-    for row in pq.read_table(small_examples).to_pylist():
-        ids = tok(row["prompt"], return_tensors="pt").input_ids
-        target = tok(row["completion"], add_special_tokens=False).input_ids
-        gen = model.generate(ids, max_new_tokens=len(target), do_sample=False)
-        text = tok.decode(gen[0, ids.shape[1]:])
-        if text != row["completion"]:
-            misses.append((row["id"], text, row["completion"]))
-    assert misses == []
-
-    # vLLM loads the export too, and its greedy output for each training prompt (stopping at
-    # the newline, as the reasoning loop does) is the trained completion.
-    pytest.importorskip("vllm")
-    from steper_ray.reasoning.generators.protocol import GenRequest
-    from steper_ray.reasoning.generators.vllm_engine import VLLMGenerator
-    from steper_ray.reasoning.prompts import completion_text
-    from steper_ray.reasoning.steps import shape_step
-
-    rows = pq.read_table(small_examples).to_pylist()
-    gen = VLLMGenerator(str(out / "model"), max_model_len=2048, max_tokens=48, dtype="float32")
-    outs = gen.generate([GenRequest(r["prompt"]) for r in rows])
-    # the loop's step is the raw output shaped (reasoning/steps.py): the leading space goes
-    assert [completion_text(shape_step(o.text, o.finish_reason, []).text) for o in outs] == [r["completion"] for r in rows]
-
-
 def _base(tmp_path: Path, examples: Path, model: Path) -> list[str]:
     return [f"run_dir={tmp_path}", f"train.student={model}", f"train.examples={examples}",
             "train.micro_batch_size=1", "train.grad_accum=1", "train.epochs=100", "train.run_name=resumable"]
@@ -102,19 +45,8 @@ def _logged_steps(out: Path) -> list[int]:
 
 
 @pytest.mark.slow
-def test_rerun_with_the_same_name_resumes_where_it_stopped(tmp_path: Path, small_examples: Path,
-                                                            tiny_model_dir: Path) -> None:
-    base = _base(tmp_path, small_examples, tiny_model_dir) + ["train.checkpoint_every=3"]
-    run_train(load_config(None, base + ["train.max_steps=6"]))
-    second = run_train(load_config(None, base + ["train.max_steps=9"]))
-    # the second run started from the step-6 checkpoint: steps 7-9 only, no restart at 1
-    assert _logged_steps(tmp_path / "train") == list(range(1, 10))
-    assert second["steps"] == 9
-
-
-@pytest.mark.slow
-def test_killed_worker_restarts_from_the_last_checkpoint(tmp_path: Path, small_examples: Path,
-                                                         tiny_model_dir: Path) -> None:
+def test_killed_worker_restarts_from_the_last_checkpoint_and_a_rerun_continues(
+        tmp_path: Path, small_examples: Path, tiny_model_dir: Path) -> None:
     import os
     import signal
     import threading
@@ -122,8 +54,8 @@ def test_killed_worker_restarts_from_the_last_checkpoint(tmp_path: Path, small_e
 
     import psutil
 
-    cfg = load_config(None, _base(tmp_path, small_examples, tiny_model_dir) + [
-        "train.max_steps=40", "train.checkpoint_every=5", "train.max_failures=1"])
+    base = _base(tmp_path, small_examples, tiny_model_dir) + ["train.checkpoint_every=5", "train.max_failures=1"]
+    cfg = load_config(None, base + ["train.max_steps=40"])
     storage = tmp_path / "train/ray/resumable"
     killed: list[int] = []
 
@@ -162,6 +94,12 @@ def test_killed_worker_restarts_from_the_last_checkpoint(tmp_path: Path, small_e
     assert len(steps) > 40 and sorted(set(steps)) == list(range(1, 41))
     restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
     assert (steps[restart] - 1) % 5 == 0 and steps[restart] < steps[restart - 1]
+
+    # A rerun with the same name and more steps starts from the step-40 checkpoint: steps 41-43
+    # only, no restart at 1.
+    again = run_train(load_config(None, base + ["train.max_steps=43"]))
+    assert _logged_steps(tmp_path / "train") == steps + [41, 42, 43]
+    assert again["steps"] == 43
 
 
 @pytest.mark.slow

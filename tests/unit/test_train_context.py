@@ -1,5 +1,5 @@
-"""The training worker's parts that do not need a process group: the local context (rows,
-checkpoints in, checkpoints out), the optimizer groups from transformers' decay rule and the
+"""The training worker's parts that do not need a process group: the examples read, the local
+context (checkpoints in, checkpoints out), the optimizer groups from transformers' decay rule and the
 warmup length of transformers' cosine schedule."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from steper_ray.config import TrainConfig
 from steper_ray.train.context import LocalContext, checkpoint_tag, in_ray_train_worker
+from steper_ray.train.data import read_example_rows
 from steper_ray.train.loop import StudentWithLoss, decay_parameter_names, param_groups, warmup_steps
 from steper_ray.train.loss import StepERLoss
 
@@ -26,11 +27,19 @@ class _Engine:
         (Path(path) / "latest").write_text(tag)  # as DeepSpeed does
 
 
-def test_local_context_reads_rows_and_keeps_checkpoints_in_the_train_dir(tmp_path: Path) -> None:
+def test_examples_are_read_whole_from_a_file_or_a_directory_of_parts(tmp_path: Path) -> None:
     examples = tmp_path / "examples.parquet"
     pq.write_table(pa.Table.from_pylist([{"id": "a", "task": "init"}, {"id": "b", "task": "agg"}]), examples)
+    assert [r["id"] for r in read_example_rows(str(examples))] == ["a", "b"]
+    parts = tmp_path / "examples"
+    parts.mkdir()
+    pq.write_table(pa.Table.from_pylist([{"id": "a", "task": "init"}]), parts / "part-00000.parquet")
+    pq.write_table(pa.Table.from_pylist([{"id": "b", "task": "agg"}]), parts / "part-00001.parquet")
+    assert [r["id"] for r in read_example_rows(str(parts))] == ["a", "b"]
+
+
+def test_local_context_keeps_checkpoints_in_the_train_dir(tmp_path: Path) -> None:
     ctx = LocalContext(tmp_path / "train/checkpoints")
-    assert [r["id"] for r in ctx.rows(str(examples))] == ["a", "b"]
     assert ctx.resume_from(0) is None  # nothing saved yet
     engine = _Engine()
     ctx.checkpoint(engine, 20, {"loss_init": 1.0})
