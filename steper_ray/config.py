@@ -108,15 +108,28 @@ class DenseConfig(Section):
         description="Sentence-transformers model: a local directory, or 'minilm' for the offline "
         "all-MiniLM-L6-v2 package (pip extra 'cpu' or 'gpu'). Nothing is downloaded.",
     )
-    index_type: Literal["flat", "ivf", "hnsw"] = Field(
+    index_type: Literal["flat", "ivf", "hnsw", "ivfpq"] = Field(
         "flat",
         description="FAISS index: 'flat' (exact, small corpora), 'ivf' (IVF-Flat, trained "
-        "clusters) or 'hnsw' (graph); all on inner product of normalised embeddings.",
+        "clusters), 'hnsw' (graph) or 'ivfpq' (IVF + product quantisation: pq_m codes of pq_nbits "
+        "bits per vector, for corpora of millions); all on inner product of normalised embeddings.",
     )
     nlist: int = Field(
-        256, ge=1, description="IVF clusters; capped at corpus_size/39 so training has data."
+        256, ge=1, description="IVF clusters (ivf, ivfpq); capped at corpus_size/39 so training has data."
     )
-    nprobe: int = Field(16, ge=1, description="IVF clusters visited per query.")
+    nprobe: int = Field(16, ge=1, description="IVF clusters visited per query (ivf, ivfpq).")
+    pq_m: int = Field(
+        48, ge=1, description="ivfpq: sub-quantizers per vector (bytes per vector at 8 bits); must "
+        "divide the encoder's dimension (384 for minilm: 8, 16, 24, 32, 48, 96, ...)."
+    )
+    pq_nbits: int = Field(
+        8, ge=4, le=12, description="ivfpq: bits per sub-quantizer code; training needs at least "
+        "2^pq_nbits passages."
+    )
+    train_sample: int = Field(
+        100_000, ge=1000, description="ivf, ivfpq: most vectors the clusters and codebooks are trained "
+        "on (a seeded random sample; FAISS's guidance is 39-256 points per centroid)."
+    )
     hnsw_m: int = Field(32, ge=4, description="HNSW neighbours per node.")
     ef_construction: int = Field(80, ge=8, description="HNSW build-time search depth.")
     ef_search: int = Field(64, ge=8, description="HNSW query-time search depth.")

@@ -89,8 +89,13 @@ class SentenceTransformerEncoder:
 
 
 def build_faiss_index(emb: np.ndarray, cfg: DenseConfig) -> Any:
+    """A FAISS index over ``emb`` (n x dim float32, L2-normalised rows), inner product.
+
+    'ivf' and 'ivfpq' are trained on at most ``cfg.train_sample`` rows drawn with a fixed seed.
+    Raises UserError as ``check_buildable`` does."""
     faiss = _import_faiss()
     n, dim = emb.shape
+    check_buildable(n, dim, cfg)
     if cfg.index_type == "flat":
         index = faiss.IndexFlatIP(dim)
     elif cfg.index_type == "hnsw":
@@ -100,11 +105,43 @@ def build_faiss_index(emb: np.ndarray, cfg: DenseConfig) -> Any:
         # FAISS wants >= 39 training points per cluster; cap nlist so small corpora still work.
         nlist = max(1, min(cfg.nlist, n // 39))
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(emb)
+        if cfg.index_type == "ivfpq":
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(_training_sample(emb, cfg.train_sample))
     index.add(emb)
     _set_search_params(index, cfg)
     return index
+
+
+def check_buildable(n: int, dim: int, cfg: DenseConfig) -> None:
+    """Whether ``cfg`` can index ``n`` vectors of ``dim`` dimensions, checked before any encoding.
+
+    Raises UserError for an 'ivfpq' whose ``pq_m`` does not divide ``dim``, or whose corpus has
+    fewer than 2^pq_nbits passages (the product quantizer trains 2^nbits centroids per
+    sub-vector; FAISS wiki, "Faiss indexes": IndexIVFPQ)."""
+    if cfg.index_type != "ivfpq":
+        return
+    if dim % cfg.pq_m:
+        raise UserError(f"index.dense.pq_m={cfg.pq_m} does not divide the encoder's dimension {dim}; "
+                        f"set it to a divisor of {dim} (e.g. {_divisor_near(dim, cfg.pq_m)})")
+    if n < 2 ** cfg.pq_nbits:
+        raise UserError(f"ivfpq with pq_nbits={cfg.pq_nbits} trains {2 ** cfg.pq_nbits} centroids per sub-vector "
+                        f"but the corpus has {n} passages; lower index.dense.pq_nbits or use "
+                        "index.dense.index_type=flat for a corpus this small")
+
+
+def _training_sample(emb: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+    """At most ``size`` rows of ``emb``, drawn without replacement with a fixed seed."""
+    if len(emb) <= size:
+        return emb
+    rows = np.sort(np.random.default_rng(seed).choice(len(emb), size=size, replace=False))
+    return np.ascontiguousarray(emb[rows])
+
+
+def _divisor_near(dim: int, m: int) -> int:
+    return min((d for d in range(1, dim + 1) if dim % d == 0), key=lambda d: (abs(d - m), d))
 
 
 def _set_search_params(index: Any, cfg: DenseConfig) -> None:
@@ -136,6 +173,7 @@ class DenseRetriever:
         if len(table) == 0:
             raise ValueError("cannot build a dense index over an empty corpus")
         encoder = encoder or SentenceTransformerEncoder(cfg.model, cfg.device)
+        check_buildable(len(table), encoder.dim, cfg)  # before hours of encoding, not after
         log.info("encoding %d passages (batch %d)", len(table), cfg.batch_size)
         emb = encoder.encode(corpus_texts(table.titles(), table.texts()), cfg.batch_size, progress)
         return cls(table, encoder, build_faiss_index(emb, cfg), cfg)

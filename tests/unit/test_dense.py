@@ -56,6 +56,47 @@ def test_approximate_indexes_match_exact_top1_mostly(
     assert same >= 0.9 * len(queries)
 
 
+def test_ivfpq_keeps_most_of_the_exact_top10(encoder: SentenceTransformerEncoder, flat: DenseRetriever,
+                                             musique_dev: list[QuestionRecord], tmp_path: Path) -> None:
+    # every list visited: what is lost is product quantisation's own error (48 codes of 8 bits
+    # per 384-dim vector: 48 bytes instead of 1,536)
+    cfg = DenseConfig(device="cpu", index_type="ivfpq", nlist=8, nprobe=8, pq_m=48, pq_nbits=8)
+    vectors = flat.index.reconstruct_n(0, flat.index.ntotal)
+    pq = DenseRetriever(flat.passages, encoder, build_faiss_index(vectors, cfg), cfg)
+    queries = [r.question for r in musique_dev]
+    exact = [{h.id for h in hs} for hs in flat.search(queries, 10)]
+    approx = [{h.id for h in hs} for hs in pq.search(queries, 10)]
+    recall = sum(len(a & e) for a, e in zip(approx, exact)) / sum(len(e) for e in exact)
+    assert recall >= 0.8, recall
+    loaded = load_index(pq.save(tmp_path / "pq"), encoder=encoder)  # IVF-PQ survives save/load with its nprobe
+    assert [[h.id for h in hs] for hs in loaded.search(queries[:5], 10)] == \
+        [[h.id for h in hs] for hs in pq.search(queries[:5], 10)]
+
+
+def test_ivfpq_settings_that_cannot_train_are_refused_before_encoding() -> None:
+    class Never:
+        dim = 384
+
+        def encode(self, texts, batch_size=64, progress=False):  # pragma: no cover - must not be reached
+            raise AssertionError("encoded before the settings were checked")
+
+    few = [Passage(id=str(i), title=f"t{i}", text=f"text {i}") for i in range(100)]
+    with pytest.raises(UserError, match=r"pq_m=50 does not divide the encoder's dimension 384; set it to a divisor "
+                                        r"of 384 \(e.g. 48\)"):
+        DenseRetriever.build(few, DenseConfig(index_type="ivfpq", pq_m=50), encoder=Never(), progress=False)
+    with pytest.raises(UserError, match="trains 256 centroids per sub-vector but the corpus has 100 passages"):
+        DenseRetriever.build(few, DenseConfig(index_type="ivfpq"), encoder=Never(), progress=False)
+
+
+def test_training_sample_is_seeded_and_bounded() -> None:
+    from steper_ray.retrieval.dense import _training_sample
+
+    emb = np.arange(5000 * 4, dtype=np.float32).reshape(5000, 4)
+    a, b = _training_sample(emb, 1000), _training_sample(emb, 1000)
+    assert a.shape == (1000, 4) and np.array_equal(a, b) and len({tuple(r) for r in a}) == 1000
+    assert _training_sample(emb, 6000) is emb
+
+
 def test_save_load_round_trip(flat: DenseRetriever, encoder: SentenceTransformerEncoder, tmp_path: Path) -> None:
     out = flat.save(tmp_path / "dense")
     loaded = load_index(out, encoder=encoder)
