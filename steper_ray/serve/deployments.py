@@ -115,12 +115,17 @@ class ReasonerDeployment:
             self.metrics.loop(stats, steps)
 
     async def stream(self, question: str, settings: AnswerSettings) -> AsyncIterator[dict[str, Any]]:
-        """Step events as the loop produces them, then the answer (or one error event)."""
-        stats, steps = LoopStats(), None
+        """Step events as the loop produces them, then the answer (or one error event).
+
+        The loop's metrics are recorded before the answer event leaves, so a client holding
+        the answer finds its request counted (not only once this generator is closed)."""
+        stats, recorded = LoopStats(), False
         try:
             async for event in run_with_deadline(self._events(question, settings, stats), settings.timeout_s):
                 if event["event"] == "answer":
-                    steps = len(event["data"]["steps"])
+                    self.metrics.loop(stats, len(event["data"]["steps"]))
+                    recorded = True
                 yield event
         finally:
-            self.metrics.loop(stats, steps)
+            if not recorded:
+                self.metrics.loop(stats, None)

@@ -37,7 +37,11 @@ from steper_ray.reasoning.async_loop import LoopStats
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000]
-STEP_BUCKETS = [1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 16]
+# Ray exports a histogram's sum rebuilt from bucket midpoints (ray/_private/telemetry/
+# open_telemetry_metric_recorder.py, record_histogram_aggregated_batch), so a bucket per whole
+# number of steps, centred on it, keeps the steps' sum (and mean) exact: 3 steps land in
+# (2.5, 3.5], midpoint 3. With integer bounds four 3-step requests summed to 10.
+STEP_BUCKETS = [n + 0.5 for n in range(17)]
 ROUTES = ("/v1/answer", "/v1/answer/stream", "/v1/chat/completions", "/v1/models", "/healthz",
           "/openapi.json", "/docs")
 
