@@ -35,11 +35,18 @@ log = logging.getLogger(__name__)
 
 
 class SteadyClock:
-    """Throughput after the first batch: engine start and warm-up excluded."""
+    """Throughput after the first batch: engine start and warm-up excluded.
+
+    A rate needs at least ``MIN_TIMED_BATCHES`` batches after the first: the Ray job reports a
+    batch when its output is written, and with few batches several can reach the writer
+    together (16 questions in batches of 8 gave a 0.016 s window), which is no rate at all."""
+
+    MIN_TIMED_BATCHES = 2
 
     def __init__(self) -> None:
         self.t_first: float | None = None
         self.t_last = 0.0
+        self.batches = 0
         self.questions = self.tokens = 0
         self.all_tokens = 0  # including the first batch: both sides generate the same tokens
 
@@ -50,17 +57,22 @@ class SteadyClock:
             self.t_first = now
             return
         self.t_last = now
+        self.batches += 1
         self.questions += questions
         self.tokens += tokens
 
-    def result(self) -> dict[str, float]:
+    def result(self) -> dict[str, Any]:
+        """Questions and tokens after the first batch, their window (s) and rates per second;
+        the rates are None with fewer than ``MIN_TIMED_BATCHES`` timed batches."""
         span = self.t_last - (self.t_first or self.t_last)
+        steady = self.batches >= self.MIN_TIMED_BATCHES and span > 0
         return {
             "questions": self.questions,
             "tokens": self.tokens,
+            "batches_timed": self.batches,
             "seconds": round(span, 3),
-            "questions_per_s": round(self.questions / span, 3) if span > 0 else 0.0,
-            "tokens_per_s": round(self.tokens / span, 1) if span > 0 else 0.0,
+            "questions_per_s": round(self.questions / span, 3) if steady else None,
+            "tokens_per_s": round(self.tokens / span, 1) if steady else None,
             "total_tokens": self.all_tokens,
         }
 
@@ -249,11 +261,16 @@ def run_generation_bench(cfg: SteperConfig, out: Path, model: str | None = None,
         "prefix_caching_off": off,
         "prefix_caching_speedup": round(off["all_questions_wall_s"] / on["all_questions_wall_s"], 3),
         "ray_data": {**r, "total_wall_s_with_startup": round(ray_total, 2)},
-        "ratio_questions_per_s": round(r["questions_per_s"] / p["questions_per_s"], 3) if p["questions_per_s"] else None,
-        "ratio_tokens_per_s": round(r["tokens_per_s"] / p["tokens_per_s"], 3) if p["tokens_per_s"] else None,
+        "ratio_questions_per_s": _ratio(r["questions_per_s"], p["questions_per_s"]),
+        "ratio_tokens_per_s": _ratio(r["tokens_per_s"], p["tokens_per_s"]),
     }
     write_summary(out, summary)
     return summary
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    """num / den to 3 places; None when either side has no steady rate."""
+    return round(num / den, 3) if num and den else None
 
 
 def _write_questions(records: list[QuestionRecord], path: Path) -> Path:
