@@ -46,8 +46,9 @@ def read_example_rows(examples: str) -> list[dict]:
 
     Each worker reads the whole file itself and keeps its share (``shard_rows``): the examples
     are small (one row per reasoning step), and a Ray Data read per worker took 46 s of a
-    189 s two-step run (2 busy cores, 6 rows), nearly all of it task start-up. Raises OSError/ArrowInvalid for a
-    missing or unreadable file (the trainer checks the path before any worker starts)."""
+    189 s two-step run (2 busy cores, 6 rows), nearly all of it task start-up. Raises
+    OSError/ArrowInvalid for a missing or unreadable file (the trainer checks the path before
+    any worker starts)."""
     import pyarrow.dataset as pads
 
     return pads.dataset(examples, format="parquet").to_table().to_pylist()
