@@ -1,4 +1,4 @@
-"""Dense retrieval: a sentence-transformers encoder and a FAISS index (flat, IVF or HNSW).
+"""Dense retrieval: a sentence-transformers encoder and a FAISS index (flat, IVF, HNSW or IVF-PQ).
 
 Embeddings are L2-normalised and searched by inner product (= cosine). FAISS and the encoder
 are imported where used so the package imports without them.
@@ -102,8 +102,9 @@ def build_faiss_index(emb: np.ndarray, cfg: DenseConfig) -> Any:
         index = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = cfg.ef_construction
     else:
-        # FAISS wants >= 39 training points per cluster; cap nlist so small corpora still work.
-        nlist = max(1, min(cfg.nlist, n // 39))
+        # FAISS wants >= 39 training points per cluster; cap nlist so small corpora (or a
+        # small training sample) still work.
+        nlist = max(1, min(cfg.nlist, min(n, cfg.train_sample) // 39))
         quantizer = faiss.IndexFlatIP(dim)
         if cfg.index_type == "ivfpq":
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
@@ -118,9 +119,9 @@ def build_faiss_index(emb: np.ndarray, cfg: DenseConfig) -> Any:
 def check_buildable(n: int, dim: int, cfg: DenseConfig) -> None:
     """Whether ``cfg`` can index ``n`` vectors of ``dim`` dimensions, checked before any encoding.
 
-    Raises UserError for an 'ivfpq' whose ``pq_m`` does not divide ``dim``, or whose corpus has
-    fewer than 2^pq_nbits passages (the product quantizer trains 2^nbits centroids per
-    sub-vector; FAISS wiki, "Faiss indexes": IndexIVFPQ)."""
+    Raises UserError for an 'ivfpq' whose ``pq_m`` does not divide ``dim``, or that would train
+    on fewer than 2^pq_nbits vectors (the corpus, or ``train_sample`` when smaller): the product
+    quantizer trains 2^nbits centroids per sub-vector (FAISS wiki, "Faiss indexes": IndexIVFPQ)."""
     if cfg.index_type != "ivfpq":
         return
     if dim % cfg.pq_m:
@@ -130,6 +131,10 @@ def check_buildable(n: int, dim: int, cfg: DenseConfig) -> None:
         raise UserError(f"ivfpq with pq_nbits={cfg.pq_nbits} trains {2 ** cfg.pq_nbits} centroids per sub-vector "
                         f"but the corpus has {n} passages; lower index.dense.pq_nbits or use "
                         "index.dense.index_type=flat for a corpus this small")
+    if cfg.train_sample < 2 ** cfg.pq_nbits:
+        raise UserError(f"ivfpq with pq_nbits={cfg.pq_nbits} trains {2 ** cfg.pq_nbits} centroids per sub-vector "
+                        f"but index.dense.train_sample={cfg.train_sample}; raise train_sample to at least "
+                        f"{2 ** cfg.pq_nbits} or lower pq_nbits")
 
 
 def _training_sample(emb: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

@@ -86,6 +86,11 @@ def test_ivfpq_settings_that_cannot_train_are_refused_before_encoding() -> None:
         DenseRetriever.build(few, DenseConfig(index_type="ivfpq", pq_m=50), encoder=Never(), progress=False)
     with pytest.raises(UserError, match="trains 256 centroids per sub-vector but the corpus has 100 passages"):
         DenseRetriever.build(few, DenseConfig(index_type="ivfpq"), encoder=Never(), progress=False)
+    many = [Passage(id=str(i), title=f"t{i}", text=f"text {i}") for i in range(5000)]
+    with pytest.raises(UserError, match="trains 4096 centroids per sub-vector but index.dense.train_sample=1000; "
+                                        "raise train_sample to at least 4096 or lower pq_nbits"):
+        DenseRetriever.build(many, DenseConfig(index_type="ivfpq", pq_nbits=12, train_sample=1000),
+                             encoder=Never(), progress=False)
 
 
 def test_training_sample_is_seeded_and_bounded() -> None:
