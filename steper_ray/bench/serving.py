@@ -2,7 +2,9 @@
 at several concurrency levels, against the same loop, engine and questions in-process.
 
 Both sides run closed loops: ``c`` clients, each sending its next question when its last one
-was answered, over the same ``max(requests_per_level, c)`` questions per level.
+was answered, over the same ``max(requests_per_level, c)`` questions per level. Each level runs
+in-process, then over HTTP, with the Serve application up (idle on the in-process turn), so both
+sides share the cores with the same Ray and Serve processes.
 
 - in-process: ``AnswerService.aanswer`` on one event loop, the index in memory, the engine as
   the reasoner deployment holds it (vLLM's async engine, or transformers behind the batching
@@ -77,59 +79,63 @@ async def closed_loop(ask: Ask, questions: list[str], concurrency: int) -> dict[
             "wall_s": round(wall, 2)}
 
 
-async def _in_process(cfg: SteperConfig, gen_cfg: GeneratorConfig, index: Path, workloads: dict[int, list[str]],
-                      warm: list[str], max_steps: int, k: int) -> dict[int, dict[str, Any]]:
-    """Every level in-process, on one engine built here (inside the event loop it serves)."""
-    engine: Any
+def _in_process_engine(cfg: SteperConfig, gen_cfg: GeneratorConfig, concurrency: int) -> Any:
+    """The engine as the reasoner deployment holds it; built inside the event loop it serves."""
     if gen_cfg.kind == "vllm":
         from steper_ray.reasoning.generators.vllm_async import AsyncVLLMGenerator
 
-        engine = AsyncVLLMGenerator(gen_cfg)
-    else:
-        from steper_ray.reasoning.generators.batching import BatchingGenerator
-        from steper_ray.reasoning.generators.factory import build_generator
+        return AsyncVLLMGenerator(gen_cfg)
+    from steper_ray.reasoning.generators.batching import BatchingGenerator
+    from steper_ray.reasoning.generators.factory import build_generator
 
-        engine = BatchingGenerator(build_generator(gen_cfg), max(workloads), cfg.serve.batch_wait_s)
+    return BatchingGenerator(build_generator(gen_cfg), concurrency, cfg.serve.batch_wait_s)
+
+
+async def _both_sides(cfg: SteperConfig, gen_cfg: GeneratorConfig, index: Path, url: str,
+                      workloads: dict[int, list[str]], warm: list[str], max_steps: int, k: int
+                      ) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+    """Each level in-process, then over HTTP, on one event loop; returns (in-process, HTTP) by level.
+
+    The Serve application is already up on both sides' turns, so the in-process side runs
+    with the same Ray and Serve processes alive (idle) as the HTTP side: the difference is the
+    request path, not whether a Ray cluster shares the cores.
+    """
+    import httpx
+
+    engine = _in_process_engine(cfg, gen_cfg, max(workloads))
     service = AnswerService(as_async_retriever(load_index(index)), engine, builder_for(gen_cfg, "student"),
                             cfg.reasoning)
+    body = {"max_steps": max_steps, "k": k}
 
-    async def ask(q: str) -> int | None:
+    async def ask_local(q: str) -> int | None:
         answer = await service.aanswer(q, max_steps, k)
         return int(answer["usage"]["completion_tokens"])
 
-    out = {}
+    limits = httpx.Limits(max_connections=max(workloads), max_keepalive_connections=max(workloads))
+    inproc: dict[int, dict[str, Any]] = {}
+    http: dict[int, dict[str, Any]] = {}
     try:
-        await closed_loop(ask, warm, 1)
-        for c, questions in workloads.items():
-            out[c] = await closed_loop(ask, questions, c)
-            log.info("in-process c=%d: %s", c, out[c])
+        async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+            async def ask_http(q: str) -> int | None:
+                r = await client.post(f"{url}/v1/answer", json={**body, "question": q})
+                if r.status_code != 200:
+                    log.warning("HTTP %d: %s", r.status_code, r.text[:300])
+                    return None
+                return int(r.json()["usage"]["completion_tokens"])
+
+            await closed_loop(ask_local, warm, 1)
+            await closed_loop(ask_http, warm, 1)
+            for c, questions in workloads.items():
+                inproc[c] = await closed_loop(ask_local, questions, c)
+                log.info("in-process c=%d: %s", c, inproc[c])
+                http[c] = await closed_loop(ask_http, questions, c)
+                log.info("http c=%d: %s", c, http[c])
     finally:
         if gen_cfg.kind == "vllm":
             engine.shutdown()
         else:
             engine.close()
-    return out
-
-
-async def _over_http(url: str, workloads: dict[int, list[str]], warm: list[str], body: dict[str, Any]
-                     ) -> dict[int, dict[str, Any]]:
-    import httpx
-
-    limits = httpx.Limits(max_connections=max(workloads), max_keepalive_connections=max(workloads))
-    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
-        async def ask(q: str) -> int | None:
-            r = await http.post(f"{url}/v1/answer", json={**body, "question": q})
-            if r.status_code != 200:
-                log.warning("HTTP %d: %s", r.status_code, r.text[:300])
-                return None
-            return int(r.json()["usage"]["completion_tokens"])
-
-        await closed_loop(ask, warm, 1)
-        out = {}
-        for c, questions in workloads.items():
-            out[c] = await closed_loop(ask, questions, c)
-            log.info("http c=%d: %s", c, out[c])
-    return out
+    return inproc, http
 
 
 def _free_port() -> int:
@@ -180,11 +186,7 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     k = b.k or cfg.retrieval.k
     cores = os.cpu_count() or 1
 
-    t0 = time.perf_counter()
-    inproc = asyncio.run(_in_process(cfg, gen_cfg, index, workloads, warm, b.max_steps, k))
-    inproc_s = time.perf_counter() - t0
-
-    # over HTTP: the Serve application on the local Ray (Serve's own proxy if one is running)
+    # the Serve application on the local Ray (Serve's own proxy if one is running)
     ensure_ray()
     started = not serve.status().proxies
     if started:
@@ -197,7 +199,7 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     s = cfg.serve
     scfg = cfg.model_copy(update={"serve": s.model_copy(update={
         "index": str(index), "model": gen_cfg, "auth_token_env": None, "batch_max_size": max(b.concurrency),
-        # the engine gets the cores the in-process side had; the light deployments reserve none
+        # the engine gets the cores the in-process side has; the light deployments reserve none
         "reasoner": s.reasoner.model_copy(update={"num_cpus": float(b.reasoner_cpus or cores),
                                                   "max_ongoing_requests": max(64, max(b.concurrency))}),
         "retriever": s.retriever.model_copy(update={"num_cpus": 0.0}),
@@ -205,14 +207,15 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     })})
     t0 = time.perf_counter()
     serve.run(build_app(scfg), name="bench", route_prefix="/bench")
-    url = f"http://127.0.0.1:{port}/bench"
+    app_start_s = time.perf_counter() - t0
     try:
-        http = asyncio.run(_over_http(url, workloads, warm, {"max_steps": b.max_steps, "k": k}))
+        inproc, http = asyncio.run(_both_sides(cfg, gen_cfg, index, f"http://127.0.0.1:{port}/bench", workloads,
+                                               warm, b.max_steps, k))
     finally:
         serve.delete("bench")
         if started:
             serve.shutdown()
-    http_s = time.perf_counter() - t0
+    total_s = time.perf_counter() - t0
 
     levels = [{"concurrency": c, "http": http[c], "in_process": inproc[c], **overhead(c, http[c], inproc[c])}
               for c in b.concurrency]
@@ -228,7 +231,7 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
         "cores": cores,
         "levels": levels,
         "targets_met": all(lv["target"].get("met", True) for lv in levels),
-        "wall_s": {"in_process": round(inproc_s, 1), "http_with_app_start": round(http_s, 1)},
+        "wall_s": {"app_start": round(app_start_s, 1), "total": round(total_s, 1)},
     }
     write_summary(out, summary)
     return summary
