@@ -1,7 +1,9 @@
 """`steper-ray bench training`: tokens/s of the Ray Train + DeepSpeed loop against a plain
 single-process torch loop on the same tiny model and step examples (two workers, as configured),
-one Ray Train worker against the same worker body run without Ray (the framework's own
-overhead), and the padding waste of our batch plan against naive per-task padding.
+one Ray Train worker against the same worker body run without Ray beside the same idle Ray
+cluster (the framework's own per-step overhead), what that idle cluster costs the worker body
+(when the benchmark starts Ray itself), and the padding waste of our batch plan against naive
+per-task padding.
 
 The examples are real: the evidence teacher's step examples for the bundled training
 questions. Tokens/s counts non-padding tokens, averaged over the steps after the first two.
@@ -123,7 +125,8 @@ def worker_body_run(cfg: SteperConfig, train_dir: Path) -> dict[str, float]:
     root = str(Path(steper_ray.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(config)], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(config)], check=False, env=env,
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"the plain training worker failed:\n{done.stderr[-3000:]}")
     return {"tokens_per_s": _steady_tokens_per_s(TrainDir(train_dir).metrics),
@@ -131,9 +134,11 @@ def worker_body_run(cfg: SteperConfig, train_dir: Path) -> dict[str, float]:
 
 
 def run_training_bench(cfg: SteperConfig, out: Path, steps: int = 12) -> dict[str, Any]:
+    import ray
     from transformers import AutoTokenizer
 
     from steper_ray.commands.tiny_model import run_tiny_model
+    from steper_ray.ray_session import ensure_ray
 
     out.mkdir(parents=True, exist_ok=True)
     model_dir = out / "model"
@@ -161,6 +166,12 @@ def run_training_bench(cfg: SteperConfig, out: Path, steps: int = 12) -> dict[st
     # The framework's own overhead: one worker against the same worker body without Ray, both
     # with the plain loop's threads (a Ray worker reserving half a CPU would get one thread).
     one.train.num_workers, one.train.threads_per_worker = 1, threads
+    # The worker body without Ray twice: with no Ray on the machine (unless this process already
+    # runs one), then beside the idle local cluster the Ray Train runs use. On a small machine
+    # the idle cluster's daemons take a share of the cores; that is not a per-step cost of Ray
+    # Train, so the one-worker ratio compares runs that share the machine with the same cluster.
+    no_cluster = None if ray.is_initialized() else worker_body_run(one, out / "plain_worker_no_cluster")
+    ensure_ray()
     body = worker_body_run(one, out / "plain_worker")
     ray_one = ray_train_run(one, out / "ray_1_worker")
     ray_n = ray_train_run(base, out / "ray_run")
@@ -176,6 +187,7 @@ def run_training_bench(cfg: SteperConfig, out: Path, steps: int = 12) -> dict[st
         "tokens_per_s": {
             "plain_torch_1_process": round(plain, 1),
             f"worker_body_without_ray_1_process_{threads}_threads": round(body["tokens_per_s"], 1),
+            "worker_body_without_ray_no_cluster_running": round(no_cluster["tokens_per_s"], 1) if no_cluster else None,
             f"ray_train_deepspeed_zero{tcfg.zero_stage}_1_worker_{threads}_threads": round(ray_one["tokens_per_s"], 1),
             f"ray_train_deepspeed_zero{tcfg.zero_stage}_{tcfg.num_workers}_workers": round(ray_n["tokens_per_s"], 1),
         },
@@ -183,8 +195,15 @@ def run_training_bench(cfg: SteperConfig, out: Path, steps: int = 12) -> dict[st
         # one Ray Train worker against the plain loop (the same worker body without Ray): Ray
         # Train's own overhead per optimizer step
         "ratio_one_worker_over_plain": _ratio(ray_one["tokens_per_s"], body["tokens_per_s"]),
+        # the same against the worker body with no Ray running, and what the idle cluster alone
+        # costs the worker body (null when Ray was already running before the benchmark)
+        "ratio_one_worker_over_plain_no_cluster": _ratio(ray_one["tokens_per_s"], no_cluster["tokens_per_s"])
+        if no_cluster else None,
+        "idle_cluster_share": _ratio(body["tokens_per_s"], no_cluster["tokens_per_s"]) if no_cluster else None,
         "ratio_one_worker_over_plain_torch": _ratio(ray_one["tokens_per_s"], plain),
-        "wall_s_with_startup": {"worker_body_without_ray": body["wall_s"], "ray_train_1_worker": ray_one["wall_s"],
+        "wall_s_with_startup": {"worker_body_without_ray": body["wall_s"],
+                                "worker_body_no_cluster_running": no_cluster["wall_s"] if no_cluster else None,
+                                "ray_train_1_worker": ray_one["wall_s"],
                                 f"ray_train_{tcfg.num_workers}_workers": ray_n["wall_s"]},
         "steps_timed": max(0, steps - WARMUP_STEPS),
     }

@@ -22,10 +22,14 @@ def test_bench_training_reports_throughput_and_padding(tmp_path: Path, tiny_mode
     waste = summary["padding_waste"]
     assert 0 <= waste["ours"] < waste["naive_per_task"] < 1
     rates = summary["tokens_per_s"]
-    assert len(rates) == 4 and all(v > 0 for v in rates.values())
+    assert len(rates) == 5 and rates.pop("worker_body_without_ray_no_cluster_running") is None
+    assert all(v > 0 for v in rates.values())
     assert summary["ratio_ray_over_plain"] > 0 and summary["steps_timed"] == 2
     # one Ray Train worker against the same worker body without Ray (framework overhead)
     assert summary["ratio_one_worker_over_plain"] > 0 and summary["ratio_one_worker_over_plain_torch"] > 0
-    assert set(summary["wall_s_with_startup"]) == {"worker_body_without_ray", "ray_train_1_worker",
-                                                   "ray_train_2_workers"}
+    assert set(summary["wall_s_with_startup"]) == {"worker_body_without_ray", "worker_body_no_cluster_running",
+                                                   "ray_train_1_worker", "ray_train_2_workers"}
+    # the session's Ray was already up: no run without a cluster, so nothing to compare it with
+    assert summary["idle_cluster_share"] is None and summary["ratio_one_worker_over_plain_no_cluster"] is None
+    assert summary["wall_s_with_startup"]["worker_body_no_cluster_running"] is None
     assert (out / "plain_worker/model/model.safetensors").is_file()

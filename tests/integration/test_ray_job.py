@@ -61,7 +61,8 @@ def test_local_pipeline_submitted_as_a_ray_job(tmp_path: Path) -> None:
                    "--runtime-env", "jobs/runtime_env/local.yaml", "--",
                    "python", "jobs/run_pipeline.py", "--json", f"run_dir={run}",
                    "data.dev=[{name: hotpotqa, path: 'sample:hotpotqa/dev.jsonl', limit: 10}]",
-                   "generate.limit=2", "train.max_steps=2", "train.checkpoint_every=2", "evaluate.limit=2"]
+                   "generate.limit=2", "train.max_steps=2", "train.checkpoint_every=2", "evaluate.limit=2",
+                   "train.num_workers=1"]  # the two-worker pipeline is tested without a job
         while True:
             submit = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
             # the dashboard answers a little before the node's job agent does

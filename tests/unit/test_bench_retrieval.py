@@ -18,8 +18,15 @@ def test_synthetic_corpus_keeps_real_passages(musique_corpus) -> None:  # type: 
 
 @pytest.mark.slow
 def test_bench_retrieval_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from steper_ray.data.paths import SAMPLE_DIR
+
+    data = tmp_path / "data"  # the first 15 questions of each bundled dev set: encoding stays short
+    for name in ("hotpotqa", "musique", "2wikimultihopqa"):
+        (data / name).mkdir(parents=True)
+        lines = (SAMPLE_DIR / name / "dev.jsonl").read_text().splitlines()[:15]
+        (data / name / "dev.jsonl").write_text("\n".join(lines) + "\n")
     out = tmp_path / "bench"
-    argv = ["bench", "retrieval", "--json", "--out", str(out),
+    argv = ["bench", "retrieval", "--json", "--out", str(out), "--data-dir", str(data),
             "bench.retrieval.large_corpus_size=3000", "bench.retrieval.num_queries=20"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
