@@ -28,6 +28,9 @@ class Section(BaseModel):
     )
 
 
+CORPUS_SETTINGS = ("questions", "pooled")  # data.corpus values that are not a file
+
+
 class DatasetSpec(Section):
     name: str = Field(description="Short name used in output paths and reports, e.g. 'hotpotqa'.")
     path: str = Field(
@@ -60,8 +63,28 @@ class DataConfig(Section):
             _sample("musique", "musique/dev.jsonl"),
             _sample("2wikimultihopqa", "2wikimultihopqa/dev.jsonl"),
         ],
-        description="Dev sets for evaluation; each is indexed over its own pooled paragraphs.",
+        description="Dev sets for evaluation; each gets its own index (what it holds: data.corpus).",
     )
+    corpus: str = Field(
+        "questions",
+        description="What the generation, evaluation and serving indexes hold: 'questions' (the "
+        "paragraphs of the questions given: every training question's for generation, each dev "
+        "set's own after its limit; the distractor-like setting), 'pooled' (every paragraph of every "
+        "split given for the dataset: its data.train and data.dev entries of the same name, no "
+        "limit, deduplicated), or a corpus file (path or 'sample:<file>'; JSONL / JSON of {id?, "
+        "title, text}, TSV id, title, text) indexed once and shared by every stage.",
+    )
+
+    @property
+    def corpus_file(self) -> str | None:
+        """The corpus file ``corpus`` names, or None for 'questions' and 'pooled'."""
+        return None if self.corpus in CORPUS_SETTINGS else self.corpus
+
+    @model_validator(mode="after")
+    def _corpus_given(self) -> DataConfig:
+        if not self.corpus.strip():
+            raise ValueError("data.corpus is empty; use 'questions', 'pooled' or a corpus file path")
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> DataConfig:

@@ -14,6 +14,8 @@ follow it (the step examples live in whatever ``generate.out`` is)::
       index/                 stage indexes and the index stage's summary.json
         train/               the training index (generate)              generate.index
         <dev set>/           one per dev set (recall, evaluate, serve)  evaluate.index_dir/<dev set>
+        pooled/train/, pooled/<dev set>/   the same with data.corpus 'pooled'
+        corpus/<file>-<digest>/            data.corpus a file: one index for every stage
         <source>/            `steper-ray index` without --out           index.out
       retrieval_eval/        recall@k retrieving with the question alone
       models/student/        the offline tiny student                  train.student
@@ -30,6 +32,7 @@ Plain data in, paths out: no file is read or written here.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,9 +181,29 @@ class RunLayout:
         return self.run_dir / "index"
 
     @property
+    def corpus_index(self) -> Path | None:
+        """The one index of a corpus file (``data.corpus`` a path), shared by generation, every
+        dev set and serving; None for 'questions' and 'pooled'. Its name carries a digest of the
+        file's absolute path, so two corpora with the same file name never share an index."""
+        file = self.cfg.data.corpus_file
+        if file is None:
+            return None
+        where = file if file.startswith("sample:") else str(Path(file).expanduser().absolute())
+        digest = hashlib.sha256(where.encode()).hexdigest()[:8]
+        return self.index_root / "corpus" / f"{source_name(file)}-{digest}"
+
+    @property
+    def _setting_root(self) -> Path:
+        """Where the stage indexes of ``data.corpus`` live: 'questions' directly under index/,
+        'pooled' under index/pooled/ (a different setting never reuses another's index)."""
+        return self.index_root / "pooled" if self.cfg.data.corpus == "pooled" else self.index_root
+
+    @property
     def train_index(self) -> Path:
         """The index generation retrieves from: ``generate.index``, else built here."""
-        return Path(self.cfg.generate.index) if self.cfg.generate.index else self.index_root / "train"
+        if self.cfg.generate.index:
+            return Path(self.cfg.generate.index)
+        return self.corpus_index or self._setting_root / "train"
 
     @property
     def train_index_is_ours(self) -> bool:
@@ -188,16 +211,14 @@ class RunLayout:
         return not self.cfg.generate.index
 
     @property
-    def dev_index_root(self) -> Path:
-        return Path(self.cfg.evaluate.index_dir) if self.cfg.evaluate.index_dir else self.index_root
-
-    @property
     def dev_indexes_are_ours(self) -> bool:
         """Whether the run may build the dev indexes (a user's ``evaluate.index_dir`` never)."""
         return not self.cfg.evaluate.index_dir
 
     def dev_index(self, dataset: str) -> Path:
-        return self.dev_index_root / dataset
+        if self.cfg.evaluate.index_dir:
+            return Path(self.cfg.evaluate.index_dir) / dataset
+        return self.corpus_index or self._setting_root / dataset
 
     @property
     def serve_index(self) -> Path | None:
@@ -214,7 +235,7 @@ class RunLayout:
             return Path(self.cfg.index.out)
         source = self.cfg.index.dataset or self.cfg.index.corpus or "index"
         name = source_name(source)
-        reserved = {"train", *(d.name for d in self.cfg.data.dev)}
+        reserved = {"train", "pooled", "corpus", *(d.name for d in self.cfg.data.dev)}
         return self.index_root / (f"{name}-index" if name in reserved else name)
 
     @property

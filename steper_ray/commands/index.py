@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import DatasetSpec, IndexConfig, SteperConfig
+from steper_ray.config import DatasetSpec, SteperConfig
 from steper_ray.data import extract_corpus, read_corpus, read_dataset
 from steper_ray.data.records import BadRecord, Passage
 from steper_ray.errors import UserError
@@ -36,14 +36,50 @@ def load_passages(cfg: SteperConfig) -> tuple[list[Passage], list[BadRecord], di
     return passages, result.bad, {"dataset": ix.dataset, "read": result.summary()}
 
 
-def build_dev_index(spec: DatasetSpec, index_cfg: IndexConfig, path: Path) -> dict[str, Any]:
-    """Index one dev set over its own pooled paragraphs at ``path``; what was read and built."""
-    result = read_dataset(spec.path, spec.format, spec.limit, name=spec.name)
-    passages = extract_corpus(result.records)
+def stage_passages(cfg: SteperConfig, dev: DatasetSpec | None = None) -> tuple[list[Passage], dict[str, Any]]:
+    """The passages of a stage index as ``data.corpus`` says, and what was read: the training
+    index (``dev`` None) or dev set ``dev``'s.
+
+    - 'questions': every training question's paragraphs (also past a limit), or the dev set's
+      own questions' paragraphs (after its limit);
+    - 'pooled': every paragraph of every split given for the dataset (the data.train and data.dev
+      entries of the dev set's name, or of the training datasets' names), no limit;
+    - a corpus file: its passages (``read_corpus``), the same for every stage.
+
+    Pooled paragraphs are deduplicated on title + text. Raises DataError for unreadable data and
+    UserError when there is nothing to index.
+    """
+    data = cfg.data
+    if data.corpus_file:
+        read = read_corpus(data.corpus_file)
+        return read.passages, {"corpus": data.corpus_file, "read": read.summary()}
+    if data.corpus == "pooled":
+        names = {dev.name} if dev else {spec.name for spec in data.train}
+        specs = [spec for spec in (*data.train, *data.dev) if spec.name in names]
+        passages = extract_corpus(r for spec in specs for r in read_dataset(spec.path, spec.format, name=spec.name).records)
+        what: dict[str, Any] = {"corpus": "pooled", "splits": [spec.path for spec in specs]}
+    elif dev is not None:
+        result = read_dataset(dev.path, dev.format, dev.limit, name=dev.name)
+        passages, what = extract_corpus(result.records), {"corpus": "questions", **result.summary()}
+    else:
+        # all paragraphs, also of questions past the limit, pooled and deduplicated
+        passages = extract_corpus(
+            r for spec in data.train for r in read_dataset(spec.path, spec.format, name=spec.name).records)
+        what = {"corpus": "questions", "splits": [spec.path for spec in data.train]}
+    if not passages:
+        where = f"dev set {dev.name!r}" if dev else "the training datasets"
+        raise UserError(f"{where} have no paragraphs to index with data.corpus={data.corpus!r}; give a "
+                        "corpus file (data.corpus=PATH)" + ("" if dev else " or an index (generate.index)"))
+    return passages, what
+
+
+def build_dev_index(spec: DatasetSpec, cfg: SteperConfig, path: Path) -> dict[str, Any]:
+    """Index dev set ``spec`` at ``path`` (what it holds: ``stage_passages``); what was read and built."""
+    passages, what = stage_passages(cfg, spec)
     t0 = time.perf_counter()
-    build_index(passages, index_cfg, progress=False).save(path)
+    build_index(passages, cfg.index, progress=False).save(path)
     log.info("index %s: %d passages at %s", spec.name, len(passages), path)
-    return {**result.summary(), "passages": len(passages), "build_s": round(time.perf_counter() - t0, 3)}
+    return {**what, "passages": len(passages), "build_s": round(time.perf_counter() - t0, 3)}
 
 
 def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
@@ -59,14 +95,14 @@ def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
         except UserError:
             if not layout.dev_indexes_are_ours:
                 raise
-            build_dev_index(spec, cfg.index, path)
+            build_dev_index(spec, cfg, path)
         out[spec.name] = str(path)
     return out
 
 
 def train_index(cfg: SteperConfig) -> Path:
     """The index generation retrieves from: ``generate.index`` (checked, never built over), or
-    the run's training index over every training paragraph, built when missing or unreadable."""
+    the run's training index (``stage_passages``), built when missing or unreadable."""
     layout = RunLayout(cfg)
     path = layout.train_index
     try:
@@ -74,12 +110,7 @@ def train_index(cfg: SteperConfig) -> Path:
     except UserError:
         if not layout.train_index_is_ours:
             raise
-        # all paragraphs, also of questions past the limit, pooled and deduplicated
-        passages = extract_corpus(
-            r for spec in cfg.data.train for r in read_dataset(spec.path, spec.format, name=spec.name).records
-        )
-        if not passages:
-            raise UserError("the training datasets have no paragraphs to index; set generate.index") from None
+        passages, _ = stage_passages(cfg)
         log.info("building the training index (%s, %d passages) at %s", cfg.index.kind, len(passages), path)
         build_index(passages, cfg.index, progress=False).save(path)
     return path

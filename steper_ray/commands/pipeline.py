@@ -34,18 +34,22 @@ log = logging.getLogger(__name__)
 
 
 def stage_index(cfg: SteperConfig, out: Path) -> dict[str, Any]:
-    """One index per dev set (``RunLayout.dev_index``); a user's ``evaluate.index_dir`` is checked, not built."""
+    """One index per dev set (``RunLayout.dev_index``; with a corpus file one for all, built
+    once); a user's ``evaluate.index_dir`` is checked, not built."""
     layout = RunLayout(cfg)
     datasets: dict[str, Any] = {}
+    built: dict[Path, dict[str, Any]] = {}
     progress().start(len(cfg.data.dev), "datasets")
     for spec in cfg.data.dev:
         path = layout.dev_index(spec.name)
-        if layout.dev_indexes_are_ours:
-            datasets[spec.name] = build_dev_index(spec, cfg.index, path)
-        else:
+        if not layout.dev_indexes_are_ours:
             datasets[spec.name] = {"given": str(path), "passages": check_index_dir(path)["num_passages"]}
+        elif path in built:
+            datasets[spec.name] = {**built[path], "shared_with": next(n for n, d in datasets.items() if d is built[path])}
+        else:
+            datasets[spec.name] = built[path] = build_dev_index(spec, cfg, path)
         progress().advance()
-    return {"kind": cfg.index.kind, "datasets": datasets}
+    return {"kind": cfg.index.kind, "corpus": cfg.data.corpus, "datasets": datasets}
 
 
 def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:

@@ -3,10 +3,11 @@ files, where a given passage id is the passage's key."""
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,41 @@ def _title_dict_entries(file: Path, source: str) -> list[tuple[int, Any, str | N
     return [(i, {"title": title, "text": sents}, None) for i, (title, sents) in enumerate(data.items(), start=1)]
 
 
+def _is_tsv(file: Path) -> bool:
+    return file.name.lower().removesuffix(".gz").endswith(".tsv")
+
+
+def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]]:
+    """Yield (line, record, error) from a tab-separated corpus whose first line names its
+    columns (``id``, ``title``, ``text`` in any order, e.g. DPR's ``id text title`` Wikipedia
+    passages); quoted fields as the ``csv`` module reads them. Raises DataError when the header
+    has no ``text`` column."""
+    lines = iter_lines(file, source)
+    header = next(lines, None)
+    names = next(csv.reader([header.text], delimiter="\t")) if header and header.text else []
+    names = [n.strip().lower() for n in names]
+    if "text" not in names:
+        raise DataError(f"{source}: a TSV corpus needs a header line naming its columns (id, title, "
+                        f"text; 'text' at least), got {names or 'no readable header'}")
+    for line in lines:
+        if line.text is None:
+            yield line.number, None, line.error
+            continue
+        try:
+            fields = next(csv.reader([line.text], delimiter="\t"))
+        except csv.Error as exc:  # e.g. a field over the csv module's size limit
+            yield line.number, None, f"unreadable TSV line: {exc}"
+            continue
+        if len(fields) != len(names):
+            yield line.number, None, f"{len(fields)} tab-separated fields, the header names {len(names)}"
+            continue
+        yield line.number, dict(zip(names, fields)), None
+
+
 def read_corpus(path: str | Path) -> CorpusRead:
-    """Read a corpus file: JSON Lines or a JSON list of ``{id?, title, text}``, or a JSON dict
-    ``title -> sentences``; gzip, a BOM and CRLF line ends are fine (``data.textfile``).
+    """Read a corpus file: JSON Lines or a JSON list of ``{id?, title, text}``, a JSON dict
+    ``title -> sentences``, or a TSV with a header (``*.tsv``, ``*.tsv.gz``: ``iter_tsv_records``);
+    gzip, a BOM and CRLF line ends are fine (``data.textfile``).
 
     A given id is the passage's key: a repeated id is a bad entry (the first is kept), and a
     passage whose text repeats another's under its own id is kept (and counted). Entries
@@ -122,8 +155,9 @@ def read_corpus(path: str | Path) -> CorpusRead:
     """
     file = resolve_data_path(path)
     source = str(path)
-    entries = _title_dict_entries(file, source)
-    items = entries if entries is not None else iter_json_records(file, source)
+    entries = None if _is_tsv(file) else _title_dict_entries(file, source)
+    items = (entries if entries is not None
+             else iter_tsv_records(file, source) if _is_tsv(file) else iter_json_records(file, source))
     passages: list[Passage] = []
     bad: list[BadRecord] = []
     seen: set[str] = set()
@@ -156,7 +190,8 @@ def read_corpus(path: str | Path) -> CorpusRead:
         bad.append(BadRecord(source, line, rid, error))
     if not passages:
         raise DataError(f"{source} holds no usable passages ({len(bad)} bad entries); expected "
-                        "JSONL of {id?, title, text} or a JSON dict title -> sentences")
+                        "JSONL of {id?, title, text}, a JSON dict title -> sentences or a TSV "
+                        "with an id, title, text header")
     result = CorpusRead(passages, bad, merged, same_text)
     if bad or merged or same_text:
         log.warning("%s: %d passage(s); %d bad entr(y/ies) %s; %d identical entries without id "

@@ -82,6 +82,7 @@ def run_evaluate(cfg: SteperConfig, label: str | None = None) -> dict[str, Any]:
         "out": str(out),
         "model": {"kind": model.kind, "model": model.model},
         "prompt": ecfg.prompt,
+        "corpus": cfg.data.corpus,  # what the indexes held (data.corpus)
         "label": label,
         "demos": demo_info,
         "metrics": metrics,

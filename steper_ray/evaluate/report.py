@@ -60,10 +60,16 @@ def compare_runs(run_dirs: list[str], out: Path) -> dict[str, Any]:
             cells = [f"{m[k]:.3f}" if m.get(k) is not None else "-" for k in METRICS]
             lines.append(f"| {label} | {d} | {m['questions']} | " + " | ".join(cells)
                          + f" | {m['mean_steps']:.2f} | {m['tokens_per_question']:.1f} |")
+    # what the indexes held (data.corpus; summaries from before the setting held 'questions')
+    corpus = {label: summary.get("corpus", "questions") for label, (_, summary) in zip(labels, runs)}
+    lines += ["", "Indexes (data.corpus): " + "; ".join(f"{label}: {c}" for label, c in corpus.items())]
+    if len(set(corpus.values())) > 1:
+        lines.append("**These runs retrieved from different corpora: their scores are not comparable.**")
     (out / "comparison.md").write_text("\n".join(lines) + "\n")
     plot_metrics(table, labels, datasets, out / "comparison.png")
     summary = {"command": "evaluate --compare", "out": str(out), "runs": dict(zip(labels, run_dirs)),
-               "metrics": table, "report": str(out / "comparison.md"), "plot": str(out / "comparison.png")}
+               "corpus": corpus, "metrics": table, "report": str(out / "comparison.md"),
+               "plot": str(out / "comparison.png")}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

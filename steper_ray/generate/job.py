@@ -69,7 +69,8 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
     """Run (or resume) generation; ``on_batch(questions, tokens)`` is called per written batch."""
     t0 = time.perf_counter()
     gcfg = cfg.generate.model_copy(update={"teacher": resolved(cfg.generate.teacher)})
-    out = RunLayout(cfg).generate
+    layout = RunLayout(cfg)
+    out = layout.generate
     records, bad_rows = read_training_questions(cfg)
     demos, demo_info, held_out = {}, {}, set()
     if gcfg.teacher.kind != "evidence":  # the evidence teacher reads no prompt
@@ -122,6 +123,8 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
         "out": str(out),
         "teacher": gcfg.teacher.kind,
         "teacher_model": gcfg.teacher.model,
+        "corpus": cfg.data.corpus,  # what the training index holds (data.corpus)
+        "index": str(layout.train_index),
         "questions_in": total,
         "demos": demo_info,
         "held_out_for_demos": len(held_out),

@@ -127,7 +127,9 @@ def retrieval_section(layout: RunLayout, notes: list[str]) -> dict[str, Any] | N
     metrics = {ds: m for ds, m in (summary.get("metrics") or {}).items() if isinstance(m, dict)}
     cutoffs = sorted({int(k.split("@", 1)[1]) for m in metrics.values() for k in m
                       if k.startswith("recall@") and k.split("@", 1)[1].isdigit()})
-    return {"cutoffs": cutoffs, "datasets": {ds: {k: _finite(v) for k, v in m.items()} for ds, m in metrics.items()}}
+    corpus = layout.cfg.data.corpus  # what the indexes held (data.corpus)
+    return {"cutoffs": cutoffs, "corpus": corpus,
+            "datasets": {ds: {k: _finite(v) for k, v in m.items()} for ds, m in metrics.items()}}
 
 
 def trace_parts(layout: RunLayout) -> list[Path]:

@@ -80,7 +80,8 @@ def retrieval_html(retrieval: dict[str, Any] | None) -> str:
     rows = [[escape(name), _num(m.get("questions")), *(_num(m.get(c)) for c in cols)]
             for name, m in retrieval["datasets"].items()]
     return _section("retrieval", "Retrieval recall",
-                    "<p>Share of gold paragraphs among the top k passages retrieved with the question alone.</p>"
+                    "<p>Share of gold paragraphs among the top k passages retrieved with the question alone; "
+                    f"indexes: <code>data.corpus={escape(str(retrieval.get('corpus', 'questions')))}</code>.</p>"
                     + _table(["dev set", "questions", *cols], rows))
 
 

@@ -35,16 +35,23 @@ def test_evidence_teacher_and_tiny_student_evaluated_and_compared(tmp_path: Path
     student = run_evaluate(load_config(None, [
         f"run_dir={student_dir}", "evaluate.model.kind=hf", f"evaluate.model.model={tiny_model_dir}",
         "evaluate.model.max_tokens=8", "evaluate.limit=2", "reasoning.max_steps=2",
-        "data.dev=[{name: musique, path: 'sample:musique/dev.jsonl'}]",
+        "data.dev=[{name: musique, path: 'sample:musique/dev.jsonl'}]", "data.corpus=pooled",
     ]))
     m = student["metrics"]["musique"]
     assert m["questions"] == 2 and m["mean_steps"] == 2.0 and m["tokens_per_question"] > 0
     assert student["model"]["kind"] == "hf"
+    # the pooled setting: the musique index holds its train and dev paragraphs, in a place of its own
+    assert student["corpus"] == "pooled" and teacher["corpus"] == "questions"
+    assert (student_dir / "index" / "pooled" / "musique" / "manifest.json").is_file()
+    assert not (student_dir / "index" / "musique").exists()
 
     out = tmp_path / "compare"
     assert main(["evaluate", "--compare", str(teacher_dir), str(student_dir), "--out", str(out)]) == 0
-    table = (out / "comparison.md").read_text().splitlines()
+    table, notes = (out / "comparison.md").read_text().split("\n\n")
+    table = table.splitlines()
     assert len(table) == 2 + 3 + 1  # header, 3 teacher rows, 1 student row
+    assert notes.splitlines() == ["Indexes (data.corpus): teacher (teacher): questions; student: pooled",
+                                  "**These runs retrieved from different corpora: their scores are not comparable.**"]
     assert any(line.startswith("| teacher (teacher) | musique | 4 |") for line in table)
     assert any(line.startswith("| student | musique | 2 |") for line in table)
     assert (out / "comparison.png").stat().st_size > 10_000

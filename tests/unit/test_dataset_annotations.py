@@ -34,7 +34,7 @@ def test_recall_counts_absent_gold_as_misses_and_skips_unanswerable_twins(tmp_pa
     cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", "retrieval.recall_at=[10]",
                              f"data.dev=[{{name: hp, path: '{hp}'}}, {{name: mu, path: '{mu}'}}]"])
     for spec in cfg.data.dev:
-        build_dev_index(spec, cfg.index, tmp_path / "run/index" / spec.name)
+        build_dev_index(spec, cfg, tmp_path / "run/index" / spec.name)
     metrics = stage_retrieval_eval(cfg, tmp_path)["metrics"]
     # question 1: 1 of 4 gold paragraphs in the file, question 2 and 3: 0 of 4; retrieving
     # every paragraph of the file can find at most that one

@@ -26,7 +26,6 @@ DEFAULTS = {
     "logs": "logs",
     "index_root": "index",
     "train_index": "index/train",
-    "dev_index_root": "index",
     "serve_index": "index/hotpotqa",
     "command_index": "index/index",
     "retrieval_eval": "retrieval_eval",
@@ -70,6 +69,26 @@ def test_paths_of_stages_files_and_benchmarks() -> None:
     assert (gen.traces, gen.examples, gen.damaged) == (R / "generate/traces", R / "generate/examples",
                                                        R / "generate/damaged")
     assert predictions_file(layout.evaluate, "hotpotqa") == R / "evaluate/predictions/hotpotqa.jsonl"
+
+
+def test_corpus_setting_gives_its_own_stage_indexes() -> None:
+    pooled = RunLayout(load_config(None, [f"run_dir={R}", "data.corpus=pooled"]))
+    assert pooled.train_index == R / "index/pooled/train" and pooled.dev_index("musique") == R / "index/pooled/musique"
+    assert pooled.serve_index == R / "index/pooled/hotpotqa" and pooled.corpus_index is None
+    wiki = RunLayout(load_config(None, [f"run_dir={R}", "data.corpus=/data/wiki/psgs_w100.tsv.gz"]))
+    shared = wiki.corpus_index
+    assert shared is not None and shared.parent == R / "index/corpus" and shared.name.startswith("psgs_w100-")
+    # one index for generation, every dev set and serving
+    assert wiki.train_index == wiki.dev_index("musique") == wiki.dev_index("hotpotqa") == wiki.serve_index == shared
+    other = RunLayout(load_config(None, [f"run_dir={R}", "data.corpus=/elsewhere/psgs_w100.tsv.gz"])).corpus_index
+    assert other is not None and other != shared  # same file name, another corpus
+    # settings that name a directory still win
+    given = RunLayout(load_config(None, [f"run_dir={R}", "data.corpus=pooled", "generate.index=/gi",
+                                         "evaluate.index_dir=/ix"]))
+    assert given.train_index == Path("/gi") and given.dev_index("musique") == Path("/ix/musique")
+    # `steper-ray index` without --out never takes a stage index's name
+    assert RunLayout(load_config(None, [f"run_dir={R}", "index.dataset=/d/pooled.jsonl"])).command_index == \
+        R / "index/pooled-index"
 
 
 def test_settings_move_their_paths_and_what_follows_them() -> None:

@@ -48,6 +48,7 @@ def test_report_shows_stages_recall_drops_curves_and_metrics(report_run: dict[st
         ["evaluate_base", "done", "8.0"], ["train", "done", "40.0"], ["evaluate", "done", "8.0"],
         ["total", "", "70.2"]]
     assert _cells(_section(page, "retrieval")) == [["dv", "2", "0.750", "1.000"]]
+    assert "indexes: <code>data.corpus=questions</code>" in _section(page, "retrieval")
 
     gen = _section(page, "generate")
     assert "<b>2</b> of <b>4</b> traces kept, <b>2</b> dropped" in gen
