@@ -84,6 +84,9 @@ class DataConfig(Section):
     def _corpus_given(self) -> DataConfig:
         if not self.corpus.strip():
             raise ValueError("data.corpus is empty; use 'questions', 'pooled' or a corpus file path")
+        near = self.corpus.strip().lower()
+        if near in CORPUS_SETTINGS and self.corpus != near:
+            raise ValueError(f"data.corpus {self.corpus!r} is read as a file path; did you mean {near!r}?")
         return self
 
     @model_validator(mode="after")

@@ -91,6 +91,8 @@ def test_tsv_corpus_rows_and_errors(tmp_path: Path) -> None:
 def test_bad_corpus_settings_exit_2_with_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pipeline", f"run_dir={tmp_path}", "data.corpus=''"]) == 2
     assert "data.corpus is empty; use 'questions', 'pooled' or a corpus file path" in capsys.readouterr().err
+    assert main(["pipeline", f"run_dir={tmp_path}", "data.corpus=Pooled"]) == 2
+    assert "data.corpus 'Pooled' is read as a file path; did you mean 'pooled'?" in capsys.readouterr().err
     missing = tmp_path / "nope.jsonl"
     cfg = load_config(None, [f"run_dir={tmp_path}", *DATA, f"data.corpus={missing}"])
     with pytest.raises(DataError, match=str(missing)):
