@@ -72,7 +72,8 @@ class DataConfig(Section):
         "set's own after its limit; the distractor-like setting), 'pooled' (every paragraph of every "
         "split given for the dataset: its data.train and data.dev entries of the same name, no "
         "limit, deduplicated), or a corpus file (path or 'sample:<file>'; JSONL / JSON of {id?, "
-        "title, text}, TSV id, title, text) indexed once and shared by every stage.",
+        "title, text}, *.tsv / *.tsv.gz with an id, title, text header) indexed once and shared "
+        "by every stage.",
     )
 
     @property
@@ -98,6 +99,11 @@ class DataConfig(Section):
                 raise ValueError(
                     f"data.{split} repeats dataset names {dupes}; give each entry a unique 'name'"
                 )
+        # a dev set's index is index/<name>: these names are the run's other index directories
+        taken = sorted({d.name for d in self.dev} & {"train", "pooled", "corpus"})
+        if taken:
+            raise ValueError(f"data.dev names {taken} are reserved for the run's index directories; "
+                             "rename those dev sets (e.g. 'train_dev')")
         return self
 
 
@@ -175,7 +181,8 @@ class IndexConfig(Section):
     corpus: str | None = Field(
         None,
         description="`steper-ray index` source: a corpus file (JSONL of {id?, title, text}, a "
-        "JSON dict title -> sentences, or a JSON list of {title, text}).",
+        "JSON dict title -> sentences, a JSON list of {title, text}, or a *.tsv / *.tsv.gz with an "
+        "id, title, text header).",
     )
     format: DatasetFormat = Field("auto", description="Format of 'dataset'; 'auto' detects it.")
     out: str | None = Field(

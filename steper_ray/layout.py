@@ -16,6 +16,7 @@ follow it (the step examples live in whatever ``generate.out`` is)::
         <dev set>/           one per dev set (recall, evaluate, serve)  evaluate.index_dir/<dev set>
         pooled/train/, pooled/<dev set>/   the same with data.corpus 'pooled'
         corpus/<file>-<digest>/            data.corpus a file: one index for every stage
+        corpus/<file>-<digest>.source.json the file's size and time when it was indexed
         <source>/            `steper-ray index` without --out           index.out
       retrieval_eval/        recall@k retrieving with the question alone
       models/student/        the offline tiny student                  train.student
@@ -191,6 +192,13 @@ class RunLayout:
         where = file if file.startswith("sample:") else str(Path(file).expanduser().absolute())
         digest = hashlib.sha256(where.encode()).hexdigest()[:8]
         return self.index_root / "corpus" / f"{source_name(file)}-{digest}"
+
+    @property
+    def corpus_stamp(self) -> Path | None:
+        """Beside the corpus index (an index directory holds only the index): the size and
+        modification time of the file it was built from, so a changed file is indexed again."""
+        index = self.corpus_index
+        return None if index is None else index.parent / f"{index.name}.source.json"
 
     @property
     def _setting_root(self) -> Path:

@@ -3,6 +3,7 @@ saved), and the run's stage indexes (the training index, one per dev set), built
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 from steper_ray.config import DatasetSpec, SteperConfig
 from steper_ray.data import extract_corpus, read_corpus, read_dataset
+from steper_ray.data.paths import resolve_data_path
 from steper_ray.data.records import BadRecord, Passage
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
@@ -73,13 +75,48 @@ def stage_passages(cfg: SteperConfig, dev: DatasetSpec | None = None) -> tuple[l
     return passages, what
 
 
+def _source_stamp(file: str) -> dict[str, Any]:
+    path = resolve_data_path(file)
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _usable(cfg: SteperConfig, path: Path) -> bool:
+    """Whether the stage index at ``path`` can be used as it is: complete, and for a corpus file
+    built from the file as it is now (same size and modification time)."""
+    try:
+        check_index_dir(path)
+    except UserError:
+        return False
+    if not cfg.data.corpus_file:
+        return True
+    stamp = RunLayout(cfg).corpus_stamp
+    try:
+        same = stamp is not None and json.loads(stamp.read_text()) == _source_stamp(cfg.data.corpus_file)
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        log.warning("%s changed since its index %s was built; rebuilding it", cfg.data.corpus_file, path)
+    return same
+
+
+def _build_stage_index(cfg: SteperConfig, path: Path, dev: DatasetSpec | None) -> dict[str, Any]:
+    """Build the stage index at ``path`` (``stage_passages``); what was read and built."""
+    stamp = _source_stamp(cfg.data.corpus_file) if cfg.data.corpus_file else None  # before reading
+    passages, what = stage_passages(cfg, dev)
+    t0 = time.perf_counter()
+    log.info("building the %s index (%s, %d passages) at %s", dev.name if dev else "training",
+             cfg.index.kind, len(passages), path)
+    build_index(passages, cfg.index, progress=False).save(path)
+    stamp_file = RunLayout(cfg).corpus_stamp
+    if stamp is not None and stamp_file is not None and path == RunLayout(cfg).corpus_index:
+        stamp_file.write_text(json.dumps(stamp) + "\n")
+    return {**what, "passages": len(passages), "build_s": round(time.perf_counter() - t0, 3)}
+
+
 def build_dev_index(spec: DatasetSpec, cfg: SteperConfig, path: Path) -> dict[str, Any]:
     """Index dev set ``spec`` at ``path`` (what it holds: ``stage_passages``); what was read and built."""
-    passages, what = stage_passages(cfg, spec)
-    t0 = time.perf_counter()
-    build_index(passages, cfg.index, progress=False).save(path)
-    log.info("index %s: %d passages at %s", spec.name, len(passages), path)
-    return {**what, "passages": len(passages), "build_s": round(time.perf_counter() - t0, 3)}
+    return _build_stage_index(cfg, path, spec)
 
 
 def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
@@ -90,11 +127,9 @@ def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
     out = {}
     for spec in cfg.data.dev:
         path = layout.dev_index(spec.name)
-        try:
-            check_index_dir(path)
-        except UserError:
-            if not layout.dev_indexes_are_ours:
-                raise
+        if not layout.dev_indexes_are_ours:
+            check_index_dir(path)  # a user's index: checked, never built over
+        elif not _usable(cfg, path):
             build_dev_index(spec, cfg, path)
         out[spec.name] = str(path)
     return out
@@ -105,14 +140,10 @@ def train_index(cfg: SteperConfig) -> Path:
     the run's training index (``stage_passages``), built when missing or unreadable."""
     layout = RunLayout(cfg)
     path = layout.train_index
-    try:
+    if not layout.train_index_is_ours:
         check_index_dir(path)  # fail before starting actors, with the rebuild hint
-    except UserError:
-        if not layout.train_index_is_ours:
-            raise
-        passages, _ = stage_passages(cfg)
-        log.info("building the training index (%s, %d passages) at %s", cfg.index.kind, len(passages), path)
-        build_index(passages, cfg.index, progress=False).save(path)
+    elif not _usable(cfg, path):
+        _build_stage_index(cfg, path, None)
     return path
 
 

@@ -23,6 +23,8 @@ from steper_ray.commands.index import build_dev_index
 from steper_ray.config import SteperConfig, dump_config
 from steper_ray.console import Console, run_stage
 from steper_ray.data import read_dataset
+from steper_ray.data.records import passage_id
+from steper_ray.errors import UserError
 from steper_ray.evaluate.metrics import mean_recall_at
 from steper_ray.layout import RunLayout
 from steper_ray.progress import progress
@@ -62,20 +64,21 @@ def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
         records = [r for r in read if r.answerable]  # MuSiQue-Full: support scored on answerable only
         retriever = load_index(layout.dev_index(spec.name))
         hits = retriever.search([r.question for r in records], max(cutoffs))
-        rows = []
+        rows, scored = [], []
         for rec, hs in zip(records, hits):
-            ids = [h.id for h in hs]
-            rows.append({"id": rec.id, "question": rec.question, "gold_ids": rec.gold_ids, "hits": ids})
+            rows.append({"id": rec.id, "question": rec.question, "gold_ids": rec.gold_ids, "hits": [h.id for h in hs]})
+            # a corpus file names passages by its own ids: a hit is gold when its content id is
+            scored.append([h.id if h.id in rec.gold_ids else passage_id(h.title, h.text) for h in hs])
         with (out / f"{spec.name}.jsonl").open("w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
-        recall = mean_recall_at([r["hits"] for r in rows], [r["gold_ids"] for r in rows], cutoffs)
+        recall = mean_recall_at(scored, [r["gold_ids"] for r in rows], cutoffs)
         metrics[spec.name] = {
             "questions": len(rows),
             "unanswerable_not_scored": len(read) - len(records),
             **{f"recall@{k}": round(v or 0.0, 4) for k, v in recall.items()},
         }
         progress().advance()
-    return {"metrics": metrics}
+    return {"corpus": cfg.data.corpus, "metrics": metrics}
 
 
 def stage_generate(cfg: SteperConfig, out: Path) -> dict[str, Any]:
@@ -150,11 +153,33 @@ def run_pipeline_stage(cfg: SteperConfig, name: str,
     return {"stage": name, "status": "done", "seconds": result["seconds"]}, result
 
 
+def check_corpus_of_finished_stages(cfg: SteperConfig) -> None:
+    """Raise UserError when a finished stage of this run used another ``data.corpus``: a rerun
+    would skip it and mix its results with the new setting's (summaries from before the setting
+    held 'questions')."""
+    layout = RunLayout(cfg)
+    other = {}
+    for name in ("index", "retrieval_eval", "generate", "evaluate_base", "evaluate"):
+        done = layout.stage_dir(name) / "summary.json"
+        if done.is_file():
+            used = json.loads(done.read_text()).get("corpus", "questions")
+            if used != cfg.data.corpus:
+                other[name] = (used, done.parent)
+    if other:
+        used = sorted({u for u, _ in other.values()})
+        dirs = " ".join(str(d) for _, d in other.values())
+        raise UserError(f"this run's finished stages used data.corpus={', '.join(used)}, not "
+                        f"{cfg.data.corpus!r}; use another run_dir, or delete their directories to redo "
+                        f"them with this setting: rm -r {dirs}")
+
+
 def run_pipeline(cfg: SteperConfig, console: Console | None = None) -> dict[str, Any]:
     """Run every stage not finished yet (see :func:`run_pipeline_stage`), write the summary,
-    then the run report (:func:`write_run_report`; its path is the summary's ``report``)."""
+    then the run report (:func:`write_run_report`; its path is the summary's ``report``).
+    Raises UserError, before writing anything, when finished stages used another corpus."""
     layout = RunLayout(cfg)
     run_dir = layout.run_dir
+    check_corpus_of_finished_stages(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     layout.config_file.write_text(dump_config(cfg))
     t_all = time.perf_counter()

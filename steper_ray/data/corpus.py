@@ -126,8 +126,9 @@ def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | 
     names = next(csv.reader([header.text], delimiter="\t")) if header and header.text else []
     names = [n.strip().lower() for n in names]
     if "text" not in names:
-        raise DataError(f"{source}: a TSV corpus needs a header line naming its columns (id, title, "
-                        f"text; 'text' at least), got {names or 'no readable header'}")
+        got = repr(header.text[:80] + ("..." if len(header.text) > 80 else "")) if header and header.text else "no readable header"
+        raise DataError(f"{source}: a TSV corpus needs a first line naming its columns (id, title, "
+                        f"text; 'text' at least), got {got}")
     for line in lines:
         if line.text is None:
             yield line.number, None, line.error
@@ -189,9 +190,10 @@ def read_corpus(path: str | Path) -> CorpusRead:
                     continue
         bad.append(BadRecord(source, line, rid, error))
     if not passages:
-        raise DataError(f"{source} holds no usable passages ({len(bad)} bad entries); expected "
-                        "JSONL of {id?, title, text}, a JSON dict title -> sentences or a TSV "
-                        "with an id, title, text header")
+        first = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:3])
+        raise DataError(f"{source} holds no usable passages ({len(bad)} bad entries{': ' + first if first else ''}); "
+                        "expected JSONL of {id?, title, text}, a JSON dict title -> sentences or a "
+                        "TSV (*.tsv, *.tsv.gz) with an id, title, text header")
     result = CorpusRead(passages, bad, merged, same_text)
     if bad or merged or same_text:
         log.warning("%s: %d passage(s); %d bad entr(y/ies) %s; %d identical entries without id "

@@ -29,6 +29,8 @@ def resolve_data_path(spec: str | Path) -> Path:
             )
         return path
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise DataError(f"{path} is a directory; give a data file inside it")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist; check the path (or use a bundled "
                         f"sample such as {available_samples()[0]!r})")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from steper_ray.data.records import QuestionRecord
+from steper_ray.data.records import QuestionRecord, passage_id
 from steper_ray.evaluate.metrics import answer_scores, mean
 from steper_ray.reasoning.loop import Trace
 
@@ -27,9 +27,13 @@ PREDICTION_SCHEMA = pa.schema([
 
 def prediction_row(trace: Trace, record: QuestionRecord) -> dict[str, Any]:
     """What the model did on one question and how it scored. Recall counts the gold paragraphs
-    retrieved at any step (None when the dataset has no paragraph annotation)."""
-    retrieved = [pid for s in trace.steps for pid in s.retrieved_ids]
+    retrieved at any step, by id or by content (title + text, ``passage_id``) for the passages
+    the model saw (None when the dataset has no paragraph annotation)."""
     gold = set(record.gold_ids)
+    # gold ids are content ids (title + text); a corpus file names its passages by its own ids,
+    # so a passage the model saw also counts under its content id
+    retrieved = [pid for s in trace.steps for pid in s.retrieved_ids]
+    retrieved += [passage_id(p.title, p.text) for p in trace.passages]
     scores = answer_scores(trace.answer or "", record.answers) if record.answers else {"em": None, "f1": None, "acc": None}
     return {
         "question_id": record.id,

@@ -12,7 +12,7 @@ import pytest
 
 from steper_ray.cli import main
 from steper_ray.commands.index import dev_indexes, stage_passages, train_index
-from steper_ray.commands.pipeline import stage_index
+from steper_ray.commands.pipeline import stage_index, stage_retrieval_eval
 from steper_ray.config import load_config
 from steper_ray.data import extract_corpus, read_corpus, read_dataset
 from steper_ray.errors import DataError
@@ -55,7 +55,7 @@ def _tsv(path: Path, passages: list) -> None:  # type: ignore[type-arg]
     with gzip.open(path, "wt", encoding="utf-8", newline="") as fh:
         out = csv.writer(fh, delimiter="\t", lineterminator="\n")
         out.writerow(["id", "text", "title"])
-        out.writerows([p.id, p.text, p.title] for p in passages)
+        out.writerows([f"w{i}", p.text, p.title] for i, p in enumerate(passages))  # the file's own ids
 
 
 def test_a_corpus_file_is_one_index_for_every_stage(tmp_path: Path) -> None:
@@ -73,7 +73,46 @@ def test_a_corpus_file_is_one_index_for_every_stage(tmp_path: Path) -> None:
     assert train_index(cfg) == shared and (shared / "manifest.json").stat().st_mtime_ns == built
     assert check_index_dir(shared)["num_passages"] == len(passages)
     hits = load_index(shared).search([passages[5].text], 1)[0]
-    assert hits[0].id == passages[5].id  # the file's own ids are the passages' keys
+    assert hits[0].id == f"w{5}"  # the file's own ids are the passages' keys
+    # recall still finds the gold paragraphs, which the datasets name by content (title + text)
+    recall = stage_retrieval_eval(cfg, tmp_path)["metrics"]["musique"]
+    assert recall["questions"] == 3 and recall["recall@10"] >= 0.3  # 0 when matched by id alone
+    # the file changed: its index is rebuilt, not reused
+    _tsv(corpus, passages[:10])
+    assert train_index(cfg) == shared and check_index_dir(shared)["num_passages"] == 10
+    assert dev_indexes(cfg)["musique"] == str(shared) and check_index_dir(shared)["num_passages"] == 10
+
+
+def test_recall_counts_gold_paragraphs_under_a_corpus_files_own_ids() -> None:
+    from steper_ray.evaluate.scoring import prediction_row
+    from steper_ray.reasoning.loop import StepRecord, Trace
+    from steper_ray.reasoning.prompts import PromptPassage
+
+    record = read_dataset("sample:musique/dev.jsonl", limit=1).records[0]
+    gold = [p for p in record.passages if p.id in set(record.gold_ids)]
+    seen = [PromptPassage(f"w{i}", p.title, p.text) for i, p in enumerate(gold[:1])]
+    step = StepRecord(step=1, task="init", query="q", retrieved_ids=[s.id for s in seen], prompt="",
+                      student_prompt="", output="x", num_tokens=1)
+    row = prediction_row(Trace(record.id, record.question, [step], seen, "a"), record)
+    assert row["recall"] == pytest.approx(1 / len(record.gold_ids))
+    assert row["steps"][0]["passage_ids"] == ["w0"]  # the file's ids are what the row shows
+
+
+def test_a_rerun_with_another_corpus_setting_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "summary.json").write_text(json.dumps({"kind": "bm25", "corpus": "pooled"}))
+    assert main(["pipeline", f"run_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert "finished stages used data.corpus=pooled, not 'questions'" in err and f"rm -r {tmp_path / 'index'}" in err
+    assert not (tmp_path / "config.yaml").exists()  # refused before writing anything
+
+
+def test_reserved_dev_names_and_a_directory_as_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pipeline", f"run_dir={tmp_path}", "data.dev=[{name: pooled, path: 'sample:musique/dev.jsonl'}]"]) == 2
+    assert "data.dev names ['pooled'] are reserved" in capsys.readouterr().err
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", *DATA, f"data.corpus={tmp_path}"])
+    with pytest.raises(DataError, match="is a directory; give a data file inside it"):
+        train_index(cfg)
 
 
 def test_tsv_corpus_rows_and_errors(tmp_path: Path) -> None:
@@ -84,7 +123,7 @@ def test_tsv_corpus_rows_and_errors(tmp_path: Path) -> None:
     assert [(b.line, b.reason) for b in read.bad] == [(3, "2 tab-separated fields, the header names 3")]
     headless = tmp_path / "h.tsv"
     headless.write_text("1\tA\tAlpha.\n", encoding="utf-8")
-    with pytest.raises(DataError, match="needs a header line naming its columns"):
+    with pytest.raises(DataError, match="needs a first line naming its columns"):
         read_corpus(headless)
 
 

@@ -80,6 +80,7 @@ def test_corpus_setting_gives_its_own_stage_indexes() -> None:
     assert shared is not None and shared.parent == R / "index/corpus" and shared.name.startswith("psgs_w100-")
     # one index for generation, every dev set and serving
     assert wiki.train_index == wiki.dev_index("musique") == wiki.dev_index("hotpotqa") == wiki.serve_index == shared
+    assert wiki.corpus_stamp == shared.parent / f"{shared.name}.source.json" and pooled.corpus_stamp is None
     other = RunLayout(load_config(None, [f"run_dir={R}", "data.corpus=/elsewhere/psgs_w100.tsv.gz"])).corpus_index
     assert other is not None and other != shared  # same file name, another corpus
     # settings that name a directory still win
