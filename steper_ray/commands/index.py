@@ -109,7 +109,7 @@ def _build_stage_index(cfg: SteperConfig, path: Path, dev: DatasetSpec | None) -
              cfg.index.kind, len(passages), path)
     build_index(passages, cfg.index, progress=False).save(path)
     stamp_file = RunLayout(cfg).corpus_stamp
-    if stamp is not None and stamp_file is not None and path == RunLayout(cfg).corpus_index:
+    if stamp is not None and stamp_file is not None:  # a corpus file: path is its one index
         stamp_file.write_text(json.dumps(stamp) + "\n")
     return {**what, "passages": len(passages), "build_s": round(time.perf_counter() - t0, 3)}
 

@@ -40,16 +40,17 @@ def stage_index(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     once); a user's ``evaluate.index_dir`` is checked, not built."""
     layout = RunLayout(cfg)
     datasets: dict[str, Any] = {}
-    built: dict[Path, dict[str, Any]] = {}
+    first_at: dict[Path, str] = {}  # index path -> the dev set it was built for
     progress().start(len(cfg.data.dev), "datasets")
     for spec in cfg.data.dev:
         path = layout.dev_index(spec.name)
         if not layout.dev_indexes_are_ours:
             datasets[spec.name] = {"given": str(path), "passages": check_index_dir(path)["num_passages"]}
-        elif path in built:
-            datasets[spec.name] = {**built[path], "shared_with": next(n for n, d in datasets.items() if d is built[path])}
+        elif path in first_at:
+            datasets[spec.name] = {**datasets[first_at[path]], "shared_with": first_at[path]}
         else:
-            datasets[spec.name] = built[path] = build_dev_index(spec, cfg, path)
+            first_at[path] = spec.name
+            datasets[spec.name] = build_dev_index(spec, cfg, path)
         progress().advance()
     return {"kind": cfg.index.kind, "corpus": cfg.data.corpus, "datasets": datasets}
 
