@@ -75,14 +75,14 @@ def _redirect_fds(path: Path) -> Iterator[None]:
     try:
         os.dup2(target, 1)
         os.dup2(target, 2)
-        sys.stdout = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8", errors="replace")
-        sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8", errors="replace")
+        # On descriptors 1 and 2 themselves (closefd=False), never closed: a logging handler made
+        # during the stage keeps its sys.stderr (Ray Data's does) and must not find it closed in
+        # a later stage; writing to descriptor 2, it follows wherever 2 points then.
+        sys.stdout = os.fdopen(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
         yield
     finally:
         _flush_std()
-        for ours in (sys.stdout, sys.stderr):
-            if ours not in streams:
-                ours.close()
         sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)

@@ -142,6 +142,19 @@ class StepStats:
     seconds: float
 
 
+def skip_shm_comm_op() -> None:
+    """Tell DeepSpeed's CPU backend not to JIT-build its shared-memory all-reduce op.
+
+    ``deepspeed.comm.torch.build_shm_op`` compiles ``deepspeed_shm_comm`` (40-100 s on 2 cores,
+    again for every new virtual environment) whenever the CPU accelerator is active, but only
+    ``inference_all_reduce`` (DeepSpeed inference) uses it; ZeRO training's collectives go
+    through ``torch.distributed`` (gloo). Marking the op incompatible in DeepSpeed's
+    compatible-ops table is the switch its builder checks; nothing else reads that entry."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def setup(config: dict[str, Any], ctx: TrainContext) -> Worker:
     """Process group, this rank's encoded examples and step count, model + loss + optimizer +
     scheduler inside DeepSpeed, the resumed step, and (rank 0) the metric sinks.
@@ -154,6 +167,8 @@ def setup(config: dict[str, Any], ctx: TrainContext) -> Worker:
     files = TrainDir(Path(config["out"]))
     ctx.init_process_group()
     on_gpu = cfg.use_gpu and torch.cuda.is_available()
+    if not on_gpu:
+        skip_shm_comm_op()
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False)
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

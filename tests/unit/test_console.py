@@ -111,3 +111,27 @@ def test_a_one_stage_command_logs_each_record_once(tmp_path: Path) -> None:
     with console.session("index", log_file):
         run_stage(console, "index", log_file, lambda: logging.getLogger("steper_ray.x").info("built the index"))
     assert log_file.read_text().count("built the index") == 1
+
+
+def test_a_log_handler_made_during_a_stage_still_works_after_it(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # what Ray Data does on first use: a StreamHandler on its own logger, holding sys.stderr as it is then
+    library = logging.getLogger("some_library_made_in_a_stage")
+    library.propagate = False
+
+    def first_stage() -> None:
+        library.addHandler(logging.StreamHandler())
+        library.warning("from the first stage")
+
+    console = Console()
+    try:
+        with console.session("pipeline", tmp_path / "logs/pipeline.log"):
+            run_stage(console, "generate", tmp_path / "logs/generate.log", first_stage)
+            run_stage(console, "evaluate", tmp_path / "logs/evaluate.log",
+                      lambda: library.warning("from the second stage"))
+    finally:
+        handlers, library.handlers = library.handlers, []
+    assert "from the first stage" in (tmp_path / "logs/generate.log").read_text()
+    second = (tmp_path / "logs/evaluate.log").read_text()
+    assert "from the second stage" in second and "Logging error" not in second
+    assert not handlers[0].stream.closed

@@ -345,3 +345,18 @@ def test_micro_batch_count_per_rank_predicts_whether_a_step_can_be_planned(mode:
         items = [Encoded(r["id"], TASKS.index(r["task"]), [1, 2], [1, 2]) for r in mine]
         for grad_accum in range(1, 8):
             assert bool(plan_steps(items, 2, grad_accum, seed=0, epoch=0)) == (count >= grad_accum)
+
+
+def test_cpu_training_does_not_build_deepspeeds_shared_memory_op() -> None:
+    import importlib
+
+    from deepspeed.accelerator import get_accelerator
+
+    from steper_ray.train.loop import skip_shm_comm_op
+
+    if get_accelerator().create_op_builder("ShareMemCommBuilder") is None:
+        pytest.skip("this DeepSpeed accelerator has no shared-memory op")
+    ds_torch = importlib.import_module("deepspeed.comm.torch")  # `import as` finds the torch attribute
+    skip_shm_comm_op()
+    # what DeepSpeed's gloo backend calls on init: None means nothing is compiled or loaded
+    assert ds_torch.build_shm_op() is None
