@@ -23,9 +23,8 @@ from steper_ray.commands.index import build_dev_index
 from steper_ray.config import SteperConfig, dump_config
 from steper_ray.console import Console, run_stage
 from steper_ray.data import read_dataset
-from steper_ray.data.records import passage_id
 from steper_ray.errors import UserError
-from steper_ray.evaluate.metrics import mean_recall_at
+from steper_ray.evaluate.metrics import gold_key, mean_recall_at
 from steper_ray.layout import RunLayout
 from steper_ray.progress import progress
 from steper_ray.retrieval import load_index
@@ -68,8 +67,7 @@ def stage_retrieval_eval(cfg: SteperConfig, out: Path) -> dict[str, Any]:
         rows, scored = [], []
         for rec, hs in zip(records, hits):
             rows.append({"id": rec.id, "question": rec.question, "gold_ids": rec.gold_ids, "hits": [h.id for h in hs]})
-            # a corpus file names passages by its own ids: a hit is gold when its content id is
-            scored.append([h.id if h.id in rec.gold_ids else passage_id(h.title, h.text) for h in hs])
+            scored.append([gold_key(h.id, h.title, h.text, rec.gold_ids) for h in hs])
         with (out / f"{spec.name}.jsonl").open("w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in rows)
         recall = mean_recall_at(scored, [r["gold_ids"] for r in rows], cutoffs)

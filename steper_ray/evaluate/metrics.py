@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 _PUNCT = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -66,6 +66,15 @@ def answer_scores(prediction: str, golds: list[str]) -> dict[str, float]:
     f1 = max(_f1(prediction, g) for g in golds)
     acc = max(float(contains_answer(prediction, g)) for g in golds)
     return {"em": em, "f1": f1, "acc": acc}
+
+
+def gold_key(pid: str, title: str, text: str, gold_ids: Collection[str]) -> str:
+    """The id a retrieved passage is scored under: its own id when the gold ids name it, else
+    its content id (``passage_id(title, text)``). The datasets name gold paragraphs by content
+    id; a corpus file names its passages by its own ids (DPR's numbers), which never match."""
+    from steper_ray.data.records import passage_id
+
+    return pid if pid in gold_ids else passage_id(title, text)
 
 
 def recall_at_k(retrieved_ids: Sequence[str], gold_ids: Iterable[str], k: int) -> float | None:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from steper_ray.data.records import QuestionRecord, passage_id
-from steper_ray.evaluate.metrics import answer_scores, mean
+from steper_ray.data.records import QuestionRecord
+from steper_ray.evaluate.metrics import answer_scores, gold_key, mean
 from steper_ray.reasoning.loop import Trace
 
 
@@ -27,13 +27,10 @@ PREDICTION_SCHEMA = pa.schema([
 
 def prediction_row(trace: Trace, record: QuestionRecord) -> dict[str, Any]:
     """What the model did on one question and how it scored. Recall counts the gold paragraphs
-    retrieved at any step, by id or by content (title + text, ``passage_id``) for the passages
-    the model saw (None when the dataset has no paragraph annotation)."""
+    retrieved at any step, by id or by content (``gold_key``) for the passages the model saw (None when the dataset has no paragraph annotation)."""
     gold = set(record.gold_ids)
-    # gold ids are content ids (title + text); a corpus file names its passages by its own ids,
-    # so a passage the model saw also counts under its content id
     retrieved = [pid for s in trace.steps for pid in s.retrieved_ids]
-    retrieved += [passage_id(p.title, p.text) for p in trace.passages]
+    retrieved += [gold_key(p.id, p.title, p.text, gold) for p in trace.passages]
     scores = answer_scores(trace.answer or "", record.answers) if record.answers else {"em": None, "f1": None, "acc": None}
     return {
         "question_id": record.id,
