@@ -31,6 +31,14 @@ from steper_ray.data.records import Passage, QuestionRecord
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need Ray Serve (the ``serve_url`` fixture) run last, in their own order.
+
+    Serve's controller and HTTP proxy stay up from the first such test to the end of the run
+    (a session fixture) and take CPU from every test after it: on 2 cores, ahead of them all."""
+    items.sort(key=lambda item: "serve_url" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def musique_dev() -> list[QuestionRecord]:
     return read_dataset("sample:musique/dev.jsonl").records
