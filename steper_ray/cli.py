@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--corpus", help="corpus file: JSONL {id?, title, text} or JSON title -> sentences")
     p.add_argument("--format", help="dataset format (default auto): hotpotqa, 2wikimultihopqa, musique, jsonl")
     p.add_argument("--kind", help="bm25 (default) or dense")
+    p.add_argument("--shards", type=int, help="split the index into N shards by passage id (default "
+                   "index.shards, 1); served as one retriever replica group per shard")
     p.add_argument("--out", help="index directory: new, empty or an index to rebuild (default: "
                    "<run_dir>/index/<source name>, beside the stage indexes)")
     _common(p)
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
     p.add_argument("which", choices=["retrieval", "generation", "training", "serving"], help="which benchmark")
+    p.add_argument("--passages", type=int, help="retrieval: also measure every engine at N passages (the "
+                   "`scale` object; bench.retrieval.scale_passages)")
     p.add_argument("--data-dir", help="directory with hotpotqa/, musique/, 2wikimultihopqa/ dev files "
                    "(default: the bundled samples)")
     p.add_argument("--out", help="where to write summary.json (default <run_dir>/bench)")
@@ -133,13 +137,17 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         "ablate": {"out": "ablate.out"},
         "serve": {"host": "serve.host", "port": "serve.port"},
         "index": {"dataset": "index.dataset", "corpus": "index.corpus", "format": "index.format",
-                  "kind": "index.kind", "out": "index.out"},
+                  "kind": "index.kind", "shards": "index.shards", "out": "index.out"},
     }.get(args.command, {})
     out = []
     for attr, key in mapping.items():
         value = getattr(args, attr, None)
         if value is not None:
             out.append(f"{key}={json.dumps(value)}")
+    if args.command == "bench" and getattr(args, "passages", None) is not None:
+        if args.which != "retrieval":
+            raise UserError(f"--passages applies to bench retrieval, not {args.which}")
+        out.append(f"bench.retrieval.scale_passages={args.passages}")
     if args.command == "bench" and getattr(args, "model", None):
         if args.which not in ("generation", "serving"):
             raise UserError(f"--model applies to bench generation and serving, not {args.which}")

@@ -190,6 +190,12 @@ class IndexConfig(Section):
         "(a directory holding anything else is refused); None: <run_dir>/index/<source name>, beside "
         "the stage indexes."
     )
+    shards: int = Field(
+        1, ge=1, le=64, description="Split the index into this many shards by passage id (crc32 of the id "
+        "mod shards), each its own directory under the index; `steper-ray serve` runs one retriever "
+        "replica group per shard and merges their top-k. BM25 shards score with the whole corpus's "
+        "statistics, so the merged top-k is the unsharded one. 1: one index.",
+    )
     bm25: BM25Config = Field(default_factory=BM25Config, description="BM25 settings.")
     dense: DenseConfig = Field(default_factory=DenseConfig, description="Dense settings.")
 
@@ -200,6 +206,9 @@ class IndexConfig(Section):
                 "index.dataset and index.corpus are both set; keep one (a dataset's paragraphs "
                 "or a corpus file)"
             )
+        if self.shards > 1 and self.kind == "bm25" and self.bm25.backend != "bm25s":
+            raise ValueError(f"index.shards={self.shards} needs index.bm25.backend=bm25s (rank_bm25 is the "
+                             "unsharded reference); set index.shards=1 or the bm25s backend")
         return self
 
 
@@ -578,6 +587,15 @@ class BenchRetrievalConfig(Section):
     )
     num_queries: int = Field(
         200, ge=10, description="Queries timed per corpus (dev questions, cycled if needed)."
+    )
+    scale_passages: int | None = Field(
+        None, ge=1000, description="Passages of the `scale` measurement (`--passages N`): bm25s and every FAISS "
+        "type built, saved, loaded in a fresh process and searched at this size (FAISS on synthetic vectors "
+        "around encoded real ones); None skips it.",
+    )
+    encode_slice: int | None = Field(
+        None, ge=300, description="`scale`: real passages encoded (the encode rate, the seeds of the synthetic "
+        "vectors and the real-vector check); None: every dev passage.",
     )
 
 

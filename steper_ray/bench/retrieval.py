@@ -4,7 +4,9 @@ encoding and search throughput, and recall of gold paragraphs on each dev sample
 Corpora: each dev sample's pooled paragraphs, then a large synthetic corpus (default 100,000
 passages) made from the real ones: the real passages plus new passages whose sentences are
 drawn from random real passages, so vocabulary and length follow real text and every gold
-paragraph is still present.
+paragraph is still present. With ``--passages N`` (``bench.retrieval.scale_passages``) the
+summary also holds a ``scale`` object: every engine built, loaded and searched at N passages
+(``bench.retrieval_scale``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import platform
 import random
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -209,6 +212,15 @@ def run_retrieval_bench(
         "top10_agreement_at_large": row["top10_agreement"],
         "met": row["speedup"] >= 100.0 and row["top10_agreement"] >= 0.99,
     }
+    if bcfg.scale_passages:
+        from steper_ray.bench.retrieval_scale import run_scale
+
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        # the indexes measured (gigabytes at a million passages) go beside the summary, then away
+        with tempfile.TemporaryDirectory(prefix="scale-indexes-", dir=out) as work:
+            summary["scale"] = run_scale(cfg, list({p.id: p for p in all_passages}.values()), all_questions,
+                                         bcfg.scale_passages, Path(work), dense=dense)
     if out is not None:
         write_summary(out, summary)
     return summary

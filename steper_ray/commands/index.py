@@ -165,6 +165,7 @@ def run_index(cfg: SteperConfig) -> dict[str, Any]:
         "kind": cfg.index.kind,
         "backend": cfg.index.bm25.backend if cfg.index.kind == "bm25" else cfg.index.dense.index_type,
         "passages": len(passages),
+        "shards": cfg.index.shards,
         "warnings": list(getattr(retriever, "warnings", [])),
         "bad_records": len(bad),
         "bad_examples": [b.to_dict() for b in bad[:5]],

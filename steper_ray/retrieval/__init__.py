@@ -13,7 +13,12 @@ __all__ = ["Encoder", "Hit", "Retriever", "build_index", "load_index"]
 
 
 def build_index(passages: list[Passage], cfg: IndexConfig, progress: bool = True) -> Retriever:
-    """An in-memory retriever of ``cfg.kind`` over ``passages``; call ``.save(dir)`` to keep it."""
+    """An in-memory retriever of ``cfg.kind`` over ``passages`` (split into ``cfg.shards`` shards
+    when above 1: ``retrieval.shards``); call ``.save(dir)`` to keep it."""
+    if cfg.shards > 1:
+        from steper_ray.retrieval.shards import ShardedRetriever
+
+        return ShardedRetriever.build(passages, cfg, progress=progress)
     if cfg.kind == "bm25":
         from steper_ray.retrieval.bm25 import BM25Retriever
 
@@ -27,6 +32,10 @@ def load_index(path: str | Path, encoder: Encoder | None = None) -> Retriever:
     """Load a saved index; a missing, partial or corrupt one raises IndexLoadError with the fix."""
     root = Path(path)
     manifest = check_index_dir(root)
+    if manifest["kind"] == "sharded":
+        from steper_ray.retrieval.shards import ShardedRetriever
+
+        return ShardedRetriever.load(root, manifest, encoder=encoder)
     if manifest["kind"] == "bm25":
         from steper_ray.retrieval.bm25 import BM25Retriever
 

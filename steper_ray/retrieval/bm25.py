@@ -7,6 +7,7 @@ top-k lists agree up to exact ties and float rounding.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 from steper_ray.config import BM25Config
 from steper_ray.data.records import Passage
-from steper_ray.errors import IndexLoadError
+from steper_ray.errors import IndexLoadError, UserError
 from steper_ray.retrieval.bm25s_jit import cache_compiled_scorer
 from steper_ray.retrieval.protocol import Hit
 from steper_ray.retrieval.store import (
@@ -69,6 +70,24 @@ class _BM25sBackend:
         queries = [q if q else [""] for q in queries]
         docs, scores = self.model.retrieve(queries, k=k, show_progress=False, n_threads=0)
         return docs, scores
+
+    def subset(self, rows: np.ndarray) -> _BM25sBackend:
+        """The same index restricted to passages ``rows`` (ascending), renumbered 0..len-1.
+
+        bm25s keeps a token-major sparse matrix of precomputed scores (for each token: the
+        documents holding it and idf x tf-part); a shard keeps its documents' entries as they
+        are, so its scores are the whole corpus's (global df, N and average length)."""
+        s = self.model.scores
+        indices, indptr = s["indices"], s["indptr"]
+        new_row = np.full(int(s["num_docs"]), -1, dtype=np.int64)
+        new_row[rows] = np.arange(len(rows))
+        mapped = new_row[indices]
+        keep = mapped >= 0
+        kept_before = np.concatenate([[0], np.cumsum(keep)])
+        model = copy.copy(self.model)  # same parameters and vocabulary
+        model.scores = {"data": s["data"][keep], "indices": mapped[keep].astype(indices.dtype),
+                        "indptr": kept_before[indptr].astype(indptr.dtype), "num_docs": len(rows)}
+        return _BM25sBackend(model)
 
     def save(self, root: Path) -> None:
         self.model.save(str(root / "bm25s"))
@@ -189,6 +208,16 @@ class BM25Retriever:
             log.warning("BM25 index: %s", warning)
         backend_cls = _BM25sBackend if cfg.backend == "bm25s" else _RankBM25Backend
         return cls(table, backend_cls.build(tokens, cfg), cfg, [warning] if warning else [])
+
+    def split(self, rows: list[np.ndarray]) -> list[BM25Retriever]:
+        """One retriever per entry of ``rows`` (ascending passage rows), each scoring with this
+        index's whole-corpus statistics (``_BM25sBackend.subset``). Raises UserError for the
+        rank_bm25 backend, which has no score matrix to split."""
+        if not isinstance(self.backend, _BM25sBackend):
+            raise UserError("a sharded BM25 index needs index.bm25.backend=bm25s (rank_bm25 is the "
+                            "unsharded reference)")
+        return [BM25Retriever(self.passages.take(r), self.backend.subset(r), self.cfg, self.warnings)
+                for r in rows]
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         if not queries:

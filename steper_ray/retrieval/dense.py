@@ -183,6 +183,19 @@ class DenseRetriever:
         emb = encoder.encode(corpus_texts(table.titles(), table.texts()), cfg.batch_size, progress)
         return cls(table, encoder, build_faiss_index(emb, cfg), cfg)
 
+    @classmethod
+    def build_split(cls, table: PassageTable, cfg: DenseConfig, rows: list[np.ndarray],
+                    encoder: Encoder | None = None, progress: bool = True) -> list[DenseRetriever]:
+        """One retriever per entry of ``rows`` (passage rows of ``table``): the corpus is encoded
+        once, each shard gets its own FAISS index of ``cfg.index_type`` over its rows. Raises
+        UserError, before encoding, when a shard is too small for ``cfg`` (``check_buildable``)."""
+        encoder = encoder or SentenceTransformerEncoder(cfg.model, cfg.device)
+        for r in rows:
+            check_buildable(len(r), encoder.dim, cfg)
+        log.info("encoding %d passages (batch %d) for %d shards", len(table), cfg.batch_size, len(rows))
+        emb = encoder.encode(corpus_texts(table.titles(), table.texts()), cfg.batch_size, progress)
+        return [cls(table.take(r), encoder, build_faiss_index(np.ascontiguousarray(emb[r]), cfg), cfg) for r in rows]
+
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         if not queries:
             return []

@@ -64,6 +64,10 @@ class PassageTable:
     def __len__(self) -> int:
         return self._table.num_rows
 
+    def take(self, rows: np.ndarray) -> PassageTable:
+        """The passages at ``rows``, in that order."""
+        return PassageTable(self._table.take(pa.array(rows, type=pa.int64())))
+
     def titles(self) -> list[str]:
         return self._titles.to_pylist()
 
@@ -182,11 +186,19 @@ def check_index_dir(path: str | Path) -> dict[str, Any]:
         raise IndexLoadError(
             f"index {root} is partial or corrupt ({'; '.join(problems)}); {rebuild_hint(root)}"
         )
-    if kind not in ("bm25", "dense"):
+    if kind not in ("bm25", "dense", "sharded"):
         raise IndexLoadError(f"{mpath} names unknown index kind {kind!r}; {rebuild_hint(root)}")
     num_passages = manifest.get("num_passages")
     if not isinstance(num_passages, int) or num_passages < 0:
         raise IndexLoadError(f"{mpath} is corrupt (num_passages {num_passages!r}); {rebuild_hint(root)}")
+    if kind == "sharded":
+        from steper_ray.retrieval.shards import shard_dirs
+
+        for shard, size in zip(shard_dirs(root, manifest), manifest["shard_passages"]):
+            if check_index_dir(shard)["num_passages"] != size:
+                raise IndexLoadError(f"index {root} is corrupt ({shard.name} does not hold the {size} passages "
+                                     f"the manifest says); {rebuild_hint(root)}")
+        return manifest
     for name in files:
         problem = file_problem(root / name, num_passages)
         if problem:

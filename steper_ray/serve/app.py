@@ -10,12 +10,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import DeploymentConfig, GeneratorConfig, SteperConfig, load_config
+from steper_ray.config import (
+    DeploymentConfig,
+    GeneratorConfig,
+    SteperConfig,
+    load_config,
+)
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
 from steper_ray.models.prepare import resolved
-from steper_ray.retrieval.store import check_index_dir
 from steper_ray.models.student import trained_student
+from steper_ray.retrieval.shards import SHARDED, shard_dirs
+from steper_ray.retrieval.store import check_index_dir
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +32,16 @@ def serve_index(cfg: SteperConfig) -> Path:
         raise UserError("set serve.index: there is no dev set whose index could be served")
     check_index_dir(path)  # fails now, with the rebuild command, not in a replica
     return path.resolve()
+
+
+def retriever_groups(index: Path) -> list[tuple[str, Path]]:
+    """(deployment name, index directory) of each retriever replica group: ``retriever`` over
+    the whole index, or ``retriever-shard-<i>`` over each shard of a sharded one (the reasoner
+    searches them all and merges their top-k: ``retrieval.shards``)."""
+    manifest = check_index_dir(index)
+    if manifest["kind"] != SHARDED:
+        return [("retriever", index)]
+    return [(f"retriever-{path.name}", path) for path in shard_dirs(index, manifest)]
 
 
 def serve_model(cfg: SteperConfig) -> GeneratorConfig:
@@ -59,16 +75,17 @@ def deployment_options(d: DeploymentConfig) -> dict[str, Any]:
 
 
 def build_app(cfg: SteperConfig) -> Any:
-    """Retriever <- Reasoner <- Ingress, each with its replicas, autoscaling and limits from
-    ``cfg.serve``. Missing index or model is a UserError here, before anything starts."""
+    """Retriever(s) <- Reasoner <- Ingress, each with its replicas, autoscaling and limits from
+    ``cfg.serve`` (``serve.retriever`` applies to every shard's group of a sharded index). Missing index or model is a UserError here, before anything starts."""
     from steper_ray.serve.deployments import ReasonerDeployment, RetrieverDeployment
     from steper_ray.serve.ingress import Ingress
 
     s = cfg.serve
     index, model = serve_index(cfg), serve_model(cfg)
-    retriever = RetrieverDeployment.options(**deployment_options(s.retriever)).bind(str(index))
+    retrievers = [RetrieverDeployment.options(name=name, **deployment_options(s.retriever)).bind(str(path))
+                  for name, path in retriever_groups(index)]
     reasoner = ReasonerDeployment.options(**deployment_options(s.reasoner)).bind(
-        retriever, model.model_dump(), cfg.reasoning.model_dump(), s.model_dump())
+        retrievers, model.model_dump(), cfg.reasoning.model_dump(), s.model_dump())
     return Ingress.options(**deployment_options(s.ingress)).bind(
         reasoner, s.model_dump(), cfg.reasoning.max_steps, cfg.retrieval.k, model.max_tokens)
 

@@ -1,5 +1,5 @@
-"""Ray Serve shells: the retriever (its own deployment, CPU only) and the reasoner (the student's
-engine plus the loop).
+"""Ray Serve shells: the retriever (its own deployment, CPU only; one per shard of a sharded
+index) and the reasoner (the student's engine plus the loop).
 
 The reasoner runs each request's loop as a coroutine on the replica's event loop
 (``AnswerService.astream``, driving ``StepwiseReasoner.machine``): a step's retrieval awaits the
@@ -26,6 +26,7 @@ from steper_ray.reasoning.async_loop import LoopStats
 from steper_ray.reasoning.generators.factory import build_generator
 from steper_ray.retrieval import load_index
 from steper_ray.retrieval.protocol import Hit
+from steper_ray.retrieval.shards import merge_topk
 from steper_ray.serve.metrics import LoopMetrics
 from steper_ray.serve.service import (
     AnswerService,
@@ -55,32 +56,46 @@ class RetrieverDeployment:
 
 
 class RetrieverHandle:
-    """The retriever deployment as an AsyncRetriever: one handle call per query (the retriever
-    batches concurrent ones). Not answering within ``timeout_s``, or failing, is
-    ServiceUnavailable; cancellation (the request's deadline) cancels the calls."""
+    """The retriever deployment(s) as an AsyncRetriever: one handle call per query and shard
+    (each retriever batches concurrent ones), each query's shard lists merged into its top-k
+    (``merge_topk``; one unsharded deployment is a single list). A deployment that does not
+    answer within ``timeout_s``, or fails, is ServiceUnavailable naming it (a missing shard is
+    never a silently shorter top-k); cancellation (the request's deadline) cancels the calls."""
 
-    def __init__(self, handle: Any, timeout_s: float):
-        self.handle, self.timeout_s = handle, timeout_s
+    def __init__(self, handles: Sequence[Any], timeout_s: float):
+        self.handles, self.timeout_s = list(handles), timeout_s
+        self.names = [getattr(h, "deployment_name", "retriever") for h in self.handles]
 
     async def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        calls = [self.handle.search.remote((q, k)) for q in queries]
+        calls = [[h.search.remote((q, k)) for h in self.handles] for q in queries]
+        waiting = self.names[0]  # the deployment being awaited: the one to name if it fails
         try:
             async with asyncio.timeout(self.timeout_s):
-                return [await c for c in calls]
+                merged = []
+                for per_query in calls:
+                    lists = []
+                    for name, call in zip(self.names, per_query):
+                        waiting = name
+                        lists.append(await call)
+                    merged.append(merge_topk(lists, k))
+                return merged
         except TimeoutError:
             raise ServiceUnavailable(
-                f"the retriever deployment did not answer within {self.timeout_s:g} s (it is down or "
+                f"the retriever deployment {waiting!r} did not answer within {self.timeout_s:g} s (it is down or "
                 "overloaded); retry later") from None
         except Exception as exc:  # noqa: BLE001 - a dead or failing retriever replica
-            raise ServiceUnavailable(f"the retriever deployment failed ({type(exc).__name__}); retry later") from None
+            raise ServiceUnavailable(
+                f"the retriever deployment {waiting!r} failed ({type(exc).__name__}); retry later") from None
         finally:
-            for c in calls:
-                c.cancel()  # no-op for the calls that finished
+            for per_query in calls:
+                for c in per_query:
+                    c.cancel()  # no-op for the calls that finished
 
 
 @serve.deployment(name="reasoner")
 class ReasonerDeployment:
-    def __init__(self, retriever: Any, model: dict[str, Any], reasoning: dict[str, Any], serve_cfg: dict[str, Any]):
+    def __init__(self, retrievers: list[Any], model: dict[str, Any], reasoning: dict[str, Any],
+                 serve_cfg: dict[str, Any]):
         cfg = ServeConfig(**serve_cfg)
         gen_cfg = GeneratorConfig(**model)
         generator: Any
@@ -94,7 +109,7 @@ class ReasonerDeployment:
             generator = BatchingGenerator(build_generator(gen_cfg), cfg.batch_max_size, cfg.batch_wait_s)
         self.generator = generator
         # the prompt format the student was trained in
-        self.service = AnswerService(RetrieverHandle(retriever, cfg.retriever_timeout_s), generator,
+        self.service = AnswerService(RetrieverHandle(retrievers, cfg.retriever_timeout_s), generator,
                                      builder_for(gen_cfg, "student"), ReasoningConfig(**reasoning))
         self.metrics = LoopMetrics()
 

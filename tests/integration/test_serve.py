@@ -1,5 +1,5 @@
-"""The Serve application on CPU: a tiny Llama on transformers, a BM25 index over real MuSiQue
-paragraphs, the retriever as its own deployment, bearer auth on. Both APIs (steper's and the
+"""The Serve application on CPU: a tiny Llama on transformers, a two-shard BM25 index over real
+MuSiQue paragraphs, each shard's retriever its own deployment, bearer auth on. Both APIs (steper's and the
 OpenAI-compatible one, through the official ``openai`` client), the faults fuzzing found, and
 the application metrics on Ray's Prometheus endpoint (this module's tests run in file order:
 the metrics test checks the counters against every response the module's clients saw)."""
@@ -19,11 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from steper_ray.config import BM25Config, GeneratorConfig, load_config
+from steper_ray.config import GeneratorConfig, IndexConfig, load_config
 from steper_ray.data import extract_corpus, read_dataset
 from steper_ray.reasoning.generators.factory import build_generator
-from steper_ray.retrieval import load_index
-from steper_ray.retrieval.bm25 import BM25Retriever
+from steper_ray.retrieval import build_index, load_index
 from steper_ray.serve.service import AnswerService
 
 APP = "steper-test"
@@ -41,12 +40,14 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, serve
     root = tmp_path_factory.mktemp("serve")
     index = root / "index"
     records = read_dataset("sample:musique/dev.jsonl").records
-    BM25Retriever.build(extract_corpus(records), BM25Config()).save(index)
+    # two shards: one retriever replica group each, merged by the reasoner (the in-process
+    # loop the answers are compared with searches both shards in one process)
+    build_index(extract_corpus(records), IndexConfig(shards=2)).save(index)
     cfg = load_config(None, [
         f"run_dir={root}", f"serve.index={index}", "serve.model.kind=hf", f"serve.model.model={tiny_model_dir}",
         "serve.model.max_tokens=12", "reasoning.max_steps=3", "retrieval.k=3",
         "serve.auth_token_env=STEPER_TEST_API_TOKEN", "serve.retriever_timeout_s=3",
-        "serve.retriever.num_cpus=0", "serve.retriever.autoscaling.min_replicas=2",
+        "serve.retriever.num_cpus=0", "serve.retriever.autoscaling.min_replicas=1",
         "serve.retriever.autoscaling.max_replicas=3", "serve.retriever.max_ongoing_requests=7",
         "serve.reasoner.autoscaling.target_ongoing_requests=3",
     ])
@@ -259,14 +260,16 @@ def test_autoscaling_config_reaches_the_deployments(served: dict[str, Any]) -> N
     from ray.serve.context import _get_global_client
 
     status = serve.status().applications[APP].deployments
-    assert set(status) == {"retriever", "reasoner", "ingress"}
-    assert status["retriever"].replica_states.get("RUNNING") == 2  # min_replicas
+    shards = ["retriever-shard-0", "retriever-shard-1"]  # one replica group per shard of the index
+    assert set(status) == {*shards, "reasoner", "ingress"}
+    assert [status[name].replica_states.get("RUNNING") for name in shards] == [1, 1]  # min_replicas each
     details = _get_global_client().get_serve_details()["applications"][APP]["deployments"]
-    retriever = details["retriever"]["deployment_config"]
-    assert retriever["autoscaling_config"]["min_replicas"] == 2
-    assert retriever["autoscaling_config"]["max_replicas"] == 3
-    assert retriever["max_ongoing_requests"] == 7
-    assert retriever["ray_actor_options"]["num_cpus"] == 0
+    for name in shards:
+        retriever = details[name]["deployment_config"]
+        assert retriever["autoscaling_config"]["min_replicas"] == 1
+        assert retriever["autoscaling_config"]["max_replicas"] == 3
+        assert retriever["max_ongoing_requests"] == 7
+        assert retriever["ray_actor_options"]["num_cpus"] == 0
     assert details["reasoner"]["deployment_config"]["autoscaling_config"]["target_ongoing_requests"] == 3
 
 
@@ -278,11 +281,11 @@ def test_retriever_down_gives_503_and_the_service_recovers(served: dict[str, Any
     os.rename(index, away)  # a replacement replica cannot load the index: the retriever stays down
     try:
         for actor in ray.util.list_named_actors(all_namespaces=True):
-            if f"{APP}#retriever#" in actor["name"]:
+            if f"{APP}#retriever-shard-1#" in actor["name"]:  # one shard down is the retriever down
                 ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
         r = _post(served, {"question": QUESTION})
         assert r.status_code == 503, r.text
-        assert "retriever deployment" in r.json()["detail"]
+        assert "retriever deployment 'retriever-shard-1'" in r.json()["detail"]  # the shard is named
         r = served["client"].post("/v1/chat/completions", headers=AUTH, json={
             "model": "steper-student", "messages": [{"role": "user", "content": QUESTION}]})
         assert r.status_code == 503 and r.json()["error"]["type"] == "server_error"
@@ -436,8 +439,7 @@ def test_vllm_async_engine_serves_the_same_steps_as_in_process_vllm(served: dict
     vllm_model = {"kind": "vllm", "model": str(served["model"]), "max_tokens": 12, "max_model_len": 2048}
     app_cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={
         "model": GeneratorConfig(**vllm_model), "auth_token_env": None,
-        "retriever": cfg.serve.retriever.model_copy(update={"autoscaling": cfg.serve.retriever.autoscaling.model_copy(update={"min_replicas": 1})}),
-    })})
+            })})
     serve.run(build_app(app_cfg), name="steper-vllm", route_prefix="/vllm")
     try:
         questions = [r.question for r in read_dataset("sample:musique/dev.jsonl", limit=4).records]
@@ -467,7 +469,7 @@ def test_serve_command_without_a_trained_model_is_a_user_error(tmp_path: Path, c
     assert main(["serve", f"run_dir={tmp_path}", f"serve.index={tmp_path}"]) == 2
     assert "is not a complete index" in capsys.readouterr().err
     records = read_dataset("sample:musique/dev.jsonl", limit=3).records
-    BM25Retriever.build(extract_corpus(records), BM25Config()).save(tmp_path / "index")
+    build_index(extract_corpus(records), IndexConfig()).save(tmp_path / "index")
     assert main(["serve", f"run_dir={tmp_path}", f"serve.index={tmp_path / 'index'}"]) == 2
     assert "no model at" in capsys.readouterr().err
     assert main(["serve", f"serve.index={tmp_path / 'index'}", "serve.model.kind=evidence"]) == 2

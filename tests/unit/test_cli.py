@@ -29,6 +29,14 @@ def test_index_then_retrieve_json(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert all(len(x["hits"]) == 3 and set(x["hits"][0]) == {"id", "title", "score"} for x in lines)
     assert lines[0]["hits"][0]["title"] == "Mountrail County Courthouse"
 
+    # the same corpus in two shards: same summary but for the shards, same hits
+    assert main(["index", "--dataset", "sample:musique/dev.jsonl", "--shards", "2", "--out", str(tmp_path / "ix2"),
+                 "--json"]) == 0
+    sharded = _last_json(capsys.readouterr().out)
+    assert sharded["shards"] == 2 and summary["shards"] == 1 and sharded["passages"] == 900
+    assert main(["retrieve", "--index", str(tmp_path / "ix2"), "-k", "3", "--queries", str(queries), "--json"]) == 0
+    assert [json.loads(x) for x in capsys.readouterr().out.splitlines()] == lines
+
     plain = tmp_path / "q.txt"
     plain.write_text("Mountrail County\n\nPort Blair\n")
     assert main(["retrieve", "--index", str(ix), "--queries", str(plain), "--json"]) == 0
@@ -84,6 +92,9 @@ def test_index_summary_carries_the_unspaced_script_warning(tmp_path: Path, capsy
         (["index", "--dataset", "sample:2wikimultihopqa/malformed.jsonl", "--out", "x"], "no paragraphs to index"),
         (["index", "--out", "x"], "nothing to index"),
         (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--kind", "sparse"], "index.kind"),
+        (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--shards", "2", "index.bm25.backend=rank_bm25"],
+         "needs index.bm25.backend=bm25s"),
+        (["index", "--corpus", "sample:musique/dev.jsonl", "--format", "musique", "--shards", "65"], "index.shards"),
         (["pipeline", "retrieval.k=0", "index.kindd=dense"], "2 problem(s)"),
     ],
 )

@@ -146,3 +146,39 @@ def test_faiss_vectors_that_do_not_match_the_passages_are_caught(
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(IndexLoadError, match=r"faiss.index holds 1 vectors of dimension 384, the manifest says 900"):
         load_index(out, encoder=encoder)
+
+
+def test_two_dense_shards_give_the_flat_top10_and_share_one_encoder(
+    flat: DenseRetriever, encoder: SentenceTransformerEncoder, musique_dev: list[QuestionRecord], tmp_path: Path,
+) -> None:
+    from steper_ray.config import IndexConfig
+    from steper_ray.retrieval.shards import ShardedRetriever, shard_rows
+    from steper_ray.retrieval.tokenize import corpus_texts
+
+    vectors = flat.index.reconstruct_n(0, flat.index.ntotal)
+    by_text = dict(zip(corpus_texts(flat.passages.titles(), flat.passages.texts()), vectors))
+
+    class Known:
+        """The flat index's own vectors for its passages (no second encoding); queries encoded."""
+
+        dim = 384
+        calls = 0
+
+        def encode(self, texts, batch_size=64, progress=False):
+            Known.calls += 1
+            known = [by_text.get(t) for t in texts]
+            return np.stack(known) if all(v is not None for v in known) else encoder.encode(texts, batch_size)
+
+    cfg = DenseConfig(device="cpu")
+    rows = shard_rows(flat.passages.ids(), 2)
+    shards = DenseRetriever.build_split(flat.passages, cfg, rows, encoder=Known(), progress=False)
+    assert Known.calls == 1 and [len(s) for s in shards] == [len(r) for r in rows] and sum(map(len, rows)) == 900
+    sharded = ShardedRetriever(shards, IndexConfig(kind="dense", shards=2, dense=cfg))
+    queries = [r.question for r in musique_dev]
+    exact, got = flat.search(queries, 10), sharded.search(queries, 10)
+    assert [[h.id for h in hs] for hs in got] == [[h.id for h in hs] for hs in exact]
+
+    loaded = load_index(sharded.save(tmp_path / "sharded"))
+    assert isinstance(loaded, ShardedRetriever)
+    assert loaded.shards[0].encoder is loaded.shards[1].encoder  # one model in memory, not one per shard
+    assert [[h.id for h in hs] for hs in loaded.search(queries[:5], 10)] == [[h.id for h in hs] for hs in exact[:5]]
