@@ -601,7 +601,8 @@ class BenchRetrievalConfig(Section):
 
 class BenchGenerationConfig(Section):
     model: str | None = Field(
-        None, description="Teacher model directory; None builds the offline tiny Llama."
+        None, description="Teacher model: a directory or 'smollm2' (prepared offline on first use); None builds "
+        "the offline tiny Llama."
     )
     num_questions: int = Field(60, ge=4, description="Training questions generated on each side.")
     batch_size: int = Field(10, ge=1, description="Questions per batch (loop run) on each side.")

@@ -68,7 +68,7 @@ def error_row(qid: str, dataset: str, question: str, answers: list[str], reason:
 def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run (or resume) generation; ``on_batch(questions, tokens)`` is called per written batch."""
     t0 = time.perf_counter()
-    gcfg = cfg.generate.model_copy(update={"teacher": resolved(cfg.generate.teacher)})
+    gcfg = cfg.generate.model_copy(update={"teacher": resolved(cfg.generate.teacher, "generate.teacher.model")})
     layout = RunLayout(cfg)
     out = layout.generate
     records, bad_rows = read_training_questions(cfg)

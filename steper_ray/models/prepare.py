@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,8 @@ def prepare_gguf(gguf: str | Path, out: str | Path, name: str | None = None) -> 
     src = Path(gguf).expanduser()
     out = Path(out).expanduser()
     if not src.is_file():
-        raise UserError(f"GGUF file {src} does not exist; pass the path of a .gguf file")
+        what = "is a directory, not a file" if src.is_dir() else "does not exist"
+        raise UserError(f"GGUF file {src} {what}; pass the path of a .gguf file")
     digest = sha256(src)
     manifest = read_manifest(out)
     if manifest is not None and manifest.get("source_sha256") == digest:  # built before: reuse
@@ -210,10 +212,40 @@ def prepare_known(name: str, out: str | Path | None = None) -> dict[str, Any]:
     return prepare_gguf(known_gguf(name), out or default_out(name), name=name)
 
 
-def resolved(model: Any) -> Any:
-    """A GeneratorConfig whose local model setting (vllm, hf) is a directory: ``smollm2`` is
-    prepared on first use. Other kinds are returned unchanged."""
+# Files of which a model directory needs one for the engines to tokenize (transformers' fast
+# and slow tokenizers, sentencepiece, GPT-2-style BPE).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def check_model_dir(spec: str, field: str) -> None:
+    """Raise UserError, before any engine starts, when the model setting ``field`` = ``spec``
+    names no usable local model: a missing path, a file, or a directory without config.json
+    or tokenizer files. A Hugging Face hub id (``org/name``, not a local path) is left to the
+    engine, for clusters that may download."""
+    path = Path(spec).expanduser()
+    fix = ("give a local Hugging Face model directory (config.json, weights and tokenizer files), "
+           "'smollm2' (prepared offline), or build one with `steper-ray tiny-model`")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{field}: {path} has no config.json, so it is not a model directory; {fix}")
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            raise UserError(f"{field}: {path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); copy the "
+                            "tokenizer of the model it was trained from into it (tokenizer.save_pretrained)")
+        return
+    if path.exists():
+        raise UserError(f"{field}: {path} is a file, not a model directory; {fix}")
+    if _HUB_ID.fullmatch(spec) and not spec.startswith("."):
+        return
+    raise UserError(f"{field}: {spec!r} does not exist; {fix}")
+
+
+def resolved(model: Any, field: str = "model") -> Any:
+    """A GeneratorConfig whose local model setting (vllm, hf) is a checked directory
+    (``check_model_dir``): ``smollm2`` is prepared on first use. Other kinds are returned
+    unchanged. ``field`` names the setting in errors (e.g. ``generate.teacher.model``)."""
     if model is None or model.kind not in ("vllm", "hf") or not model.model:
         return model
     path = resolve_model(model.model)
+    check_model_dir(path, field)
     return model if path == model.model else model.model_copy(update={"model": path})

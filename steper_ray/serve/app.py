@@ -45,16 +45,13 @@ def retriever_groups(index: Path) -> list[tuple[str, Path]]:
 
 
 def serve_model(cfg: SteperConfig) -> GeneratorConfig:
-    model = resolved(cfg.serve.model or trained_student(cfg, "serve.model"))
+    model = resolved(cfg.serve.model or trained_student(cfg, "serve.model"), "serve.model.model")
     if model.kind == "evidence":
         raise UserError("serve.model.kind 'evidence' needs dataset annotations and cannot answer new "
                         "questions; serve a model (kind hf or vllm)")
-    if model.kind in ("hf", "vllm"):
-        path = Path(model.model or "")
-        if not (path / "config.json").is_file():
-            raise UserError(f"no model at {path} (no config.json); train one with `steper-ray train` "
-                            "or set serve.model.model to a Hugging Face model directory")
-        model = model.model_copy(update={"model": str(path.resolve())})
+    if model.kind in ("hf", "vllm") and Path(model.model or "").is_dir():
+        # replicas may start in another working directory
+        model = model.model_copy(update={"model": str(Path(model.model or "").resolve())})
     return model
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from steper_ray.cli import main
+from steper_ray.errors import UserError
 from steper_ray.models import prepare
 
 
@@ -91,3 +92,36 @@ def test_model_names_resolve_only_when_known() -> None:
     assert prepare.resolve_model("/some/dir") == "/some/dir"
     assert prepare.resolve_model("meta-llama/Llama-3.1-70B-Instruct") == "meta-llama/Llama-3.1-70B-Instruct"
     assert "llama" in prepare.supported_architectures() and "t5" not in prepare.supported_architectures()
+
+
+def test_a_model_setting_that_names_no_usable_model_is_refused_before_any_engine(tmp_path: Path) -> None:
+    from steper_ray.config import GeneratorConfig
+    from steper_ray.models.prepare import resolved
+
+    def teacher(path: object) -> GeneratorConfig:
+        return GeneratorConfig(kind="vllm", model=str(path))
+
+    with pytest.raises(UserError, match=r"generate.teacher.model: '.*nope' does not exist; give a local"):
+        resolved(teacher(tmp_path / "nope"), "generate.teacher.model")
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(UserError, match="is a file, not a model directory"):
+        resolved(teacher(tmp_path / "weights.bin"), "generate.teacher.model")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    with pytest.raises(UserError, match="has no config.json"):
+        resolved(teacher(bare), "evaluate.model")
+    (bare / "config.json").write_text("{}")
+    with pytest.raises(UserError, match="has no tokenizer files"):
+        resolved(teacher(bare), "evaluate.model")
+    (bare / "tokenizer.json").write_text("{}")
+    assert resolved(teacher(bare), "evaluate.model").model == str(bare)
+    # a hub id is the engine's to resolve (clusters may download); evidence and other kinds pass through
+    assert resolved(teacher("HuggingFaceTB/SmolLM2-135M-Instruct")).model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert resolved(GeneratorConfig(kind="evidence")).kind == "evidence"
+
+
+def test_a_directory_given_as_the_gguf_file_says_so(tmp_path: Path) -> None:
+    from steper_ray.models.prepare import prepare_gguf
+
+    with pytest.raises(UserError, match="is a directory, not a file"):
+        prepare_gguf(tmp_path, tmp_path / "out")

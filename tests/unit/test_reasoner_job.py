@@ -96,8 +96,12 @@ def test_evaluate_runs_the_reasoner_job_with_its_model(tmp_path: Path, monkeypat
         return iter([])
 
     monkeypatch.setattr(evaluate_job, "run_reasoner_job", fake_job)
+    student = tmp_path / "student"  # what the check before any engine wants; the job itself is faked
+    student.mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (student / name).write_text("{}")
     cfg = load_config(None, [f"run_dir={tmp_path}", "data.dev=[{name: mu, path: 'sample:musique/dev.jsonl', limit: 3}]",
-                             "evaluate.model.kind=vllm", "evaluate.model.model=/models/student",
+                             "evaluate.model.kind=vllm", f"evaluate.model.model={student}",
                              "evaluate.model.tensor_parallel_size=4", "evaluate.replicas=2", "evaluate.num_gpus=1"])
     summary = evaluate_job.run_evaluate(cfg)
     ((n, stage, model, pool),) = calls
