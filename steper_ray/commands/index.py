@@ -131,7 +131,7 @@ def dev_indexes(cfg: SteperConfig) -> dict[str, str]:
             check_index_dir(path)  # a user's index: checked, never built over
         elif not _usable(cfg, path):
             build_dev_index(spec, cfg, path)
-        out[spec.name] = str(path)
+        out[spec.name] = str(path.resolve())  # absolute: the evaluation actors may run elsewhere
     return out
 
 

@@ -96,7 +96,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
         t_start = time.perf_counter()  # the rates below are generation's own
         stage_kwargs = {
             "generate": gcfg.model_dump(), "reasoning": cfg.reasoning.model_dump(),
-            "index": str(index), "k": cfg.retrieval.k,
+            "index": str(index.resolve()), "k": cfg.retrieval.k,
             "demos": {name: demos_to_dicts(d) for name, d in demos.items()},
         }
         pool = ActorPool(gcfg.replicas, gcfg.batch_size, gcfg.num_cpus, gcfg.num_gpus)

@@ -241,11 +241,13 @@ def check_model_dir(spec: str, field: str) -> None:
 
 
 def resolved(model: Any, field: str = "model") -> Any:
-    """A GeneratorConfig whose local model setting (vllm, hf) is a checked directory
+    """A GeneratorConfig whose local model setting (vllm, hf) is a checked, absolute directory
     (``check_model_dir``): ``smollm2`` is prepared on first use. Other kinds are returned
     unchanged. ``field`` names the setting in errors (e.g. ``generate.teacher.model``)."""
     if model is None or model.kind not in ("vllm", "hf") or not model.model:
         return model
     path = resolve_model(model.model)
     check_model_dir(path, field)
+    if Path(path).expanduser().is_dir():  # absolute: Ray actors may run in another working directory
+        path = str(Path(path).expanduser().resolve())
     return model if path == model.model else model.model_copy(update={"model": path})

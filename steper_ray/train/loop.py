@@ -58,8 +58,16 @@ class StudentWithLoss(nn.Module):
 
 def make_loop_config(train: TrainConfig, student: str, examples: str, out: str) -> dict[str, Any]:
     """The worker's whole input: the training config, the base model directory, the examples
-    (Parquet file or directory) and the training directory (``layout.TrainDir``)."""
-    return {"train": train.model_dump(), "student": student, "examples": examples, "out": out}
+    (Parquet file or directory) and the training directory (``layout.TrainDir``).
+
+    Paths are made absolute here, in the driver: Ray Train workers run in another working
+    directory (the session's artifacts), where ``runs/local/...`` names nothing."""
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve()) if path else path
+
+    local_student = Path(student).expanduser()
+    return {"train": train.model_dump(), "student": absolute(student) if local_student.exists() else student,
+            "examples": absolute(examples), "out": absolute(out)}
 
 
 def decay_parameter_names(model: nn.Module) -> set[str]:

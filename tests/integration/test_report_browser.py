@@ -71,6 +71,7 @@ def _choose(driver: Any, select_id: str, value: str) -> None:
 
 def test_report_page_in_headless_chromium(browser: Any, report_run: dict[str, Any], tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     page = write_report(report_run["run"])
     browser.get(page.as_uri())
@@ -101,7 +102,8 @@ def test_report_page_in_headless_chromium(browser: Any, report_run: dict[str, An
     # q1 opens to its three steps; passages: founded, script | born, river | born; gold: founded, born
     row = browser.find_element(By.CSS_SELECTOR, 'details.q[data-id="q1"]')
     row.find_element(By.TAG_NAME, "summary").click()
-    steps = row.find_elements(By.CSS_SELECTOR, ".step")
+    # the steps are drawn by the details' "toggle" event, which the browser dispatches as a later task
+    steps = WebDriverWait(browser, 10).until(lambda _: row.find_elements(By.CSS_SELECTOR, ".step"))
     assert len(steps) == 3
     gold = [[li.is_displayed() for li in s.find_elements(By.CSS_SELECTOR, "li.gold")] for s in steps]
     assert [len(g) for g in gold] == [1, 1, 1] and all(all(g) for g in gold)

@@ -117,8 +117,12 @@ def test_retrieve_bad_k_and_empty_query(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run = tmp_path / "run"
+def test_pipeline_runs_and_resumes_by_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # a relative run_dir, as the embedded default's runs/local: Ray Train workers run in another
+    # working directory, so every path they get must be made absolute first
+    monkeypatch.chdir(tmp_path)
+    run = Path("run")
     overrides = [f"run_dir={run}", "data.dev=[{name: hp, path: 'sample:hotpotqa/dev.jsonl', limit: 20},"
                  " {name: mu, path: 'sample:musique/dev.jsonl', limit: 20}]", "generate.limit=5",
                  "train.max_steps=2", "train.checkpoint_every=2", "evaluate.limit=3"]

@@ -360,3 +360,15 @@ def test_cpu_training_does_not_build_deepspeeds_shared_memory_op() -> None:
     skip_shm_comm_op()
     # what DeepSpeed's gloo backend calls on init: None means nothing is compiled or loaded
     assert ds_torch.build_shm_op() is None
+
+
+def test_the_training_workers_get_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steper_ray.config import TrainConfig
+    from steper_ray.train.loop import make_loop_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models/student").mkdir(parents=True)
+    config = make_loop_config(TrainConfig(), "models/student", "runs/local/generate/examples", "runs/local/train")
+    assert config["examples"] == str(tmp_path / "runs/local/generate/examples")
+    assert (config["student"], config["out"]) == (str(tmp_path / "models/student"), str(tmp_path / "runs/local/train"))
+    assert make_loop_config(TrainConfig(), "org/name", "x", "y")["student"] == "org/name"  # not a local path
