@@ -33,7 +33,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
     """The last ``lines`` non-blank lines of a text file (progress bars' carriage returns
-    resolved to what a terminal would show)."""
+    resolved to what a terminal would show), from its last ``===== `` header on: a log is
+    appended run after run, and a failure shows its own run's lines only."""
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -42,6 +43,9 @@ def tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
     except OSError:
         return []
     shown = [line.rsplit("\r", 1)[-1].rstrip() for line in text.splitlines()]
+    headers = [i for i, line in enumerate(shown) if line.startswith("===== ")]
+    if headers:
+        shown = shown[headers[-1] + 1:]
     return [line for line in shown if line.strip()][-lines:]
 
 

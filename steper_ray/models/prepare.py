@@ -221,11 +221,14 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 def check_model_dir(spec: str, field: str) -> None:
     """Raise UserError, before any engine starts, when the model setting ``field`` = ``spec``
     names no usable local model: a missing path, a file, or a directory without config.json
-    or tokenizer files. A Hugging Face hub id (``org/name``, not a local path) is left to the
-    engine, for clusters that may download."""
+    or tokenizer files. Models are never downloaded: ``org/name`` that is not a local
+    directory is refused too (after a minute of engine start-up it would fail offline)."""
     path = Path(spec).expanduser()
     fix = ("give a local Hugging Face model directory (config.json, weights and tokenizer files), "
            "'smollm2' (prepared offline), or build one with `steper-ray tiny-model`")
+    if _HUB_ID.fullmatch(spec) and not spec.startswith("."):
+        fix += ("; steper-ray never downloads models: for a hub model, download it first "
+                f"(`huggingface-cli download {spec} --local-dir DIR`) and give DIR")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise UserError(f"{field}: {path} has no config.json, so it is not a model directory; {fix}")
@@ -235,8 +238,6 @@ def check_model_dir(spec: str, field: str) -> None:
         return
     if path.exists():
         raise UserError(f"{field}: {path} is a file, not a model directory; {fix}")
-    if _HUB_ID.fullmatch(spec) and not spec.startswith("."):
-        return
     raise UserError(f"{field}: {spec!r} does not exist; {fix}")
 
 

@@ -135,3 +135,10 @@ def test_a_log_handler_made_during_a_stage_still_works_after_it(tmp_path: Path,
     second = (tmp_path / "logs/evaluate.log").read_text()
     assert "from the second stage" in second and "Logging error" not in second
     assert not handlers[0].stream.closed
+
+
+def test_the_tail_of_a_log_is_this_runs_only(tmp_path: Path) -> None:
+    log_file = tmp_path / "generate.log"
+    log_file.write_text("\n===== stage generate (yesterday) =====\nTraceback\nOldError: the last run's\n"
+                        "\n===== stage generate (today) =====\nUserError: this run's\n")
+    assert tail(log_file) == ["UserError: this run's"]

@@ -115,8 +115,11 @@ def test_a_model_setting_that_names_no_usable_model_is_refused_before_any_engine
         resolved(teacher(bare), "evaluate.model")
     (bare / "tokenizer.json").write_text("{}")
     assert resolved(teacher(bare), "evaluate.model").model == str(bare)
-    # a hub id is the engine's to resolve (clusters may download); evidence and other kinds pass through
-    assert resolved(teacher("HuggingFaceTB/SmolLM2-135M-Instruct")).model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    # nothing is downloaded: a hub id (or a relative path of that shape) that is no local directory is refused
+    with pytest.raises(UserError, match=r"'HuggingFaceTB/SmolLM2' does not exist.*huggingface-cli download"):
+        resolved(teacher("HuggingFaceTB/SmolLM2"))
+    with pytest.raises(UserError, match="'models/nothing' does not exist"):
+        resolved(teacher("models/nothing"))
     assert resolved(GeneratorConfig(kind="evidence")).kind == "evidence"
 
 
