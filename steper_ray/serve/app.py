@@ -49,10 +49,7 @@ def serve_model(cfg: SteperConfig) -> GeneratorConfig:
     if model.kind == "evidence":
         raise UserError("serve.model.kind 'evidence' needs dataset annotations and cannot answer new "
                         "questions; serve a model (kind hf or vllm)")
-    if model.kind in ("hf", "vllm") and Path(model.model or "").is_dir():
-        # replicas may start in another working directory
-        model = model.model_copy(update={"model": str(Path(model.model or "").resolve())})
-    return model
+    return model  # resolved() made a local directory absolute: replicas may start elsewhere
 
 
 def deployment_options(d: DeploymentConfig) -> dict[str, Any]:
