@@ -117,11 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--json", action="store_true", help="print the manifest as JSON on the last line")
 
     p = sub.add_parser("bench", help="benchmarks that print JSON")
-    p.add_argument("which", choices=["retrieval", "generation", "training", "serving"], help="which benchmark")
+    p.add_argument("which", choices=["retrieval", "index", "generation", "training", "serving"], help="which benchmark")
     p.add_argument("--passages", type=int, help="retrieval: also measure every engine at N passages (the "
                    "`scale` object; bench.retrieval.scale_passages)")
-    p.add_argument("--data-dir", help="directory with hotpotqa/, musique/, 2wikimultihopqa/ dev files "
-                   "(default: the bundled samples)")
+    p.add_argument("--data-dir", help="retrieval, index: directory with hotpotqa/, musique/, 2wikimultihopqa/ "
+                   "dev files (default: the bundled samples)")
     p.add_argument("--out", help="where to write summary.json (default <run_dir>/bench)")
     p.add_argument("--model", help="generation / serving: the model (a directory or smollm2; default: the tiny Llama)")
     _common(p)
@@ -148,6 +148,8 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         if args.which != "retrieval":
             raise UserError(f"--passages applies to bench retrieval, not {args.which}")
         out.append(f"bench.retrieval.scale_passages={args.passages}")
+    if args.command == "bench" and getattr(args, "data_dir", None) and args.which not in ("retrieval", "index"):
+        raise UserError(f"--data-dir applies to bench retrieval and index, not {args.which}")
     if args.command == "bench" and getattr(args, "model", None):
         if args.which not in ("generation", "serving"):
             raise UserError(f"--model applies to bench generation and serving, not {args.which}")
@@ -302,6 +304,10 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
             from steper_ray.bench.retrieval import run_retrieval_bench
 
             summary = _staged(console, cfg, name, lambda: run_retrieval_bench(cfg, data_dir=args.data_dir, out=out))
+        elif args.which == "index":
+            from steper_ray.bench.index_build import run_index_bench
+
+            summary = _staged(console, cfg, name, run_index_bench, cfg, out, args.data_dir)
         elif args.which == "serving":
             from steper_ray.bench.serving import run_serving_bench
 

@@ -158,6 +158,15 @@ class DenseConfig(Section):
         8, ge=4, le=12, description="ivfpq: bits per sub-quantizer code; training needs at least "
         "2^pq_nbits passages."
     )
+    pq_refine: Literal["sq8", "flat", "none"] = Field(
+        "sq8", description="ivfpq: re-rank the PQ shortlist (pq_refine_k x k candidates) with exact inner "
+        "products on 8-bit scalar-quantised vectors ('sq8': +dim bytes per vector, 384 for minilm), on "
+        "the float vectors ('flat': +4 x dim bytes), or not ('none': the PQ codes alone, smallest, "
+        "lowest recall); FAISS IndexRefine."
+    )
+    pq_refine_k: int = Field(
+        20, ge=1, le=1000, description="ivfpq with pq_refine: candidates re-ranked per result (k_factor)."
+    )
     train_sample: int = Field(
         100_000, ge=1000, description="ivf, ivfpq: most vectors the clusters and codebooks are trained "
         "on (a seeded random sample; FAISS's guidance is 39-256 points per centroid)."
@@ -168,6 +177,30 @@ class DenseConfig(Section):
     batch_size: int = Field(64, ge=1, description="Passages per encoder batch.")
     device: str = Field(
         "auto", description="Encoder device: 'auto' (cuda when available), 'cpu' or 'cuda[:N]'."
+    )
+
+
+class IndexBuildConfig(Section):
+    part_passages: int = Field(
+        50_000, ge=100, description="Distributed build: passages per part (the unit that is read, "
+        "tokenised or encoded by one worker, and resumed: a rerun redoes only unfinished parts)."
+    )
+    auto_min_mb: float = Field(
+        256.0, gt=0, description="index.distributed 'auto': build on Ray Data when the corpus file is at "
+        "least this many MB (about 400k Wikipedia-sized passages); dataset paragraphs never are."
+    )
+    encoders: int = Field(
+        2, ge=1, description="Distributed dense build: encoder actors (one per GPU on a cluster)."
+    )
+    encoder_num_cpus: float = Field(
+        1.0, gt=0, description="CPUs each encoder actor reserves; on CPU it also runs that many torch "
+        "threads (at least 1)."
+    )
+    encoder_num_gpus: float = Field(
+        0.0, ge=0, description="GPUs each encoder actor reserves (1 on a GPU cluster; 0 on CPU)."
+    )
+    tokenizers: int = Field(
+        2, ge=1, description="Distributed BM25 build: parts tokenised at once (Ray tasks of 1 CPU)."
     )
 
 
@@ -196,6 +229,14 @@ class IndexConfig(Section):
         "replica group per shard and merges their top-k. BM25 shards score with the whole corpus's "
         "statistics, so the merged top-k is the unsharded one. 1: one index.",
     )
+    distributed: bool | Literal["auto"] = Field(
+        "auto", description="Build on Ray Data: the corpus file is streamed into parts, which an actor "
+        "pool of encoders (dense) or Ray tasks (BM25 tokens) process in parallel, and an interrupted "
+        "build resumes at the part it reached. 'auto': when the corpus file is at least "
+        "build.auto_min_mb; false: in this process (dataset paragraphs always are)."
+    )
+    build: IndexBuildConfig = Field(default_factory=IndexBuildConfig,
+                                    description="Distributed build settings (index.distributed).")
     bm25: BM25Config = Field(default_factory=BM25Config, description="BM25 settings.")
     dense: DenseConfig = Field(default_factory=DenseConfig, description="Dense settings.")
 
@@ -206,6 +247,9 @@ class IndexConfig(Section):
                 "index.dataset and index.corpus are both set; keep one (a dataset's paragraphs "
                 "or a corpus file)"
             )
+        if self.distributed is True and self.kind == "bm25" and self.bm25.backend != "bm25s":
+            raise ValueError("index.distributed=true needs index.bm25.backend=bm25s (rank_bm25 holds every "
+                             "passage's tokens in one process); set the bm25s backend or index.distributed=auto")
         if self.shards > 1 and self.kind == "bm25" and self.bm25.backend != "bm25s":
             raise ValueError(f"index.shards={self.shards} needs index.bm25.backend=bm25s (rank_bm25 is the "
                              "unsharded reference); set index.shards=1 or the bm25s backend")
@@ -597,6 +641,11 @@ class BenchRetrievalConfig(Section):
         None, ge=300, description="`scale`: real passages encoded (the encode rate, the seeds of the synthetic "
         "vectors and the real-vector check); None: every dev passage.",
     )
+    scale_engines: list[Literal["bm25s", "flat", "ivf", "hnsw", "ivfpq"]] = Field(
+        default_factory=lambda: ["bm25s", "flat", "ivf", "hnsw", "ivfpq"],
+        description="Engines the scale measurement builds; flat (the exact reference of recall@10) is "
+        "added whenever an approximate FAISS type is named.",
+    )
 
 
 class BenchGenerationConfig(Section):
@@ -636,6 +685,13 @@ class BenchServingConfig(Section):
     )
 
 
+class BenchIndexConfig(Section):
+    passages: int = Field(1200, ge=10, description="Real dev paragraphs encoded on each side (cycled).")
+    part_passages: int = Field(300, ge=10, description="Passages per part of the distributed build (one encode call each, on every side).")
+    actors: int = Field(2, ge=1, description="Encoder actors in the pool, and single-process encoders summed.")
+    encoder_num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) of each actor and single encoder.")
+
+
 class BenchConfig(Section):
     retrieval: BenchRetrievalConfig = Field(
         default_factory=BenchRetrievalConfig, description="`steper-ray bench retrieval`."
@@ -645,6 +701,9 @@ class BenchConfig(Section):
     )
     training: BenchTrainingConfig = Field(
         default_factory=BenchTrainingConfig, description="`steper-ray bench training`."
+    )
+    index: BenchIndexConfig = Field(
+        default_factory=BenchIndexConfig, description="`steper-ray bench index` (distributed build encoders)."
     )
     serving: BenchServingConfig = Field(
         default_factory=BenchServingConfig, description="`steper-ray bench serving`."

@@ -121,7 +121,7 @@ def measure_bm25s(table: PassageTable, queries: list[str], cfg: SteperConfig, wo
 
 
 def measure_faiss(table: PassageTable, emb: np.ndarray, qvecs: np.ndarray, queries: list[str], dense: DenseConfig,
-                  encoder: Any, work: Path) -> dict[str, Any]:
+                  encoder: Any, work: Path, types: tuple[str, ...] = FAISS_TYPES) -> dict[str, Any]:
     """Each FAISS type over ``emb`` (row i is passage i of ``table``): build, save as a complete
     dense index, load fresh, search the encoded queries; recall@10 against flat."""
     from steper_ray.bench.retrieval import PeakRSS
@@ -129,7 +129,7 @@ def measure_faiss(table: PassageTable, emb: np.ndarray, qvecs: np.ndarray, queri
 
     rows: dict[str, Any] = {}
     exact: list[list[int]] | None = None
-    for kind in FAISS_TYPES:
+    for kind in (t for t in FAISS_TYPES if t in types):
         cfg = dense.model_copy(update={"index_type": kind})
         rss = PeakRSS()
         with rss.measure():
@@ -170,8 +170,13 @@ def run_scale(cfg: SteperConfig, real: list[Passage], questions: list[str], size
         "passages_disk_mb": round((work / PASSAGES).stat().st_size / 2**20, 1),
     }
     (work / PASSAGES).unlink()
-    log.info("scale: bm25s at %d passages", size)
-    engines = {"bm25s": measure_bm25s(table, queries, cfg, work)}
+    wanted = set(bcfg.scale_engines)
+    types = tuple(t for t in FAISS_TYPES if t in wanted or (t == "flat" and wanted & {"ivf", "hnsw", "ivfpq"}))
+    dense = dense and bool(types)
+    engines: dict[str, Any] = {}
+    if "bm25s" in wanted:
+        log.info("scale: bm25s at %d passages", size)
+        engines["bm25s"] = measure_bm25s(table, queries, cfg, work)
     if dense:
         from steper_ray.retrieval.dense import SentenceTransformerEncoder
 
@@ -188,20 +193,22 @@ def run_scale(cfg: SteperConfig, real: list[Passage], questions: list[str], size
             "encode_passages_per_s": round(len(encoded) / encode_s, 1),
             "query_encode_per_s": round(len(queries) / (time.perf_counter() - t0), 1),
             "vectors": f"{len(encoded)} real, {max(0, size - len(encoded))} synthetic mixtures around them",
-            "settings": dcfg.model_dump(include={"nlist", "nprobe", "pq_m", "pq_nbits", "train_sample", "hnsw_m",
-                                                 "ef_construction", "ef_search"}),
+            "settings": dcfg.model_dump(include={"nlist", "nprobe", "pq_m", "pq_nbits", "pq_refine", "pq_refine_k",
+                                                 "train_sample", "hnsw_m", "ef_construction", "ef_search"}),
         }
         log.info("scale: FAISS types at %d vectors", size)
         engines.update(measure_faiss(table, synthetic_embeddings(real_emb, size), qvecs, queries, dcfg, encoder,
-                                     work))
+                                     work, types))
         real_table = PassageTable.from_passages(list(encoded))
-        check = {"bm25s": measure_bm25s(real_table, queries, cfg, work)}
-        check.update(measure_faiss(real_table, real_emb, qvecs, queries, dcfg, encoder, work))
+        check = {"bm25s": measure_bm25s(real_table, queries, cfg, work)} if "bm25s" in wanted else {}
+        check.update(measure_faiss(real_table, real_emb, qvecs, queries, dcfg, encoder, work, types))
         scale["real_check"] = {"passages": len(encoded), "engines": check}
     scale["engines"] = engines
-    bm25 = engines["bm25s"]["retriever_rss_mb"]
-    targets: dict[str, Any] = {"bm25s_retriever_rss_mb": bm25, "bm25s_rss_goal_mb": 2048, "bm25s_met": bm25 < 2048}
-    if dense:
+    targets: dict[str, Any] = {}
+    if "bm25s" in engines:
+        bm25 = engines["bm25s"]["retriever_rss_mb"]
+        targets.update({"bm25s_retriever_rss_mb": bm25, "bm25s_rss_goal_mb": 2048, "bm25s_met": bm25 < 2048})
+    if "ivfpq" in engines:
         pq, flat = engines["ivfpq"], engines["flat"]
         targets.update({"ivfpq_recall_at_10": pq["recall_at_10"], "ivfpq_qps_over_flat": round(pq["qps"] / flat["qps"], 1),
                         "ivfpq_met": pq["recall_at_10"] >= 0.9 and pq["qps"] >= 10 * flat["qps"]})

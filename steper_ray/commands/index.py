@@ -16,6 +16,7 @@ from steper_ray.data.records import BadRecord, Passage
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
 from steper_ray.retrieval import build_index
+from steper_ray.retrieval.distributed import build_distributed, remove_work, use_distributed
 from steper_ray.retrieval.store import check_index_dir, check_index_target
 from steper_ray.summary import write_summary
 
@@ -101,17 +102,27 @@ def _usable(cfg: SteperConfig, path: Path) -> bool:
 
 
 def _build_stage_index(cfg: SteperConfig, path: Path, dev: DatasetSpec | None) -> dict[str, Any]:
-    """Build the stage index at ``path`` (``stage_passages``); what was read and built."""
+    """Build the stage index at ``path`` (``stage_passages``; a big corpus file on Ray Data,
+    ``use_distributed``); what was read and built."""
     stamp = _source_stamp(cfg.data.corpus_file) if cfg.data.corpus_file else None  # before reading
-    passages, what = stage_passages(cfg, dev)
     t0 = time.perf_counter()
-    log.info("building the %s index (%s, %d passages) at %s", dev.name if dev else "training",
-             cfg.index.kind, len(passages), path)
-    build_index(passages, cfg.index, progress=False).save(path)
+    if use_distributed(cfg.index, cfg.data.corpus_file):
+        log.info("building the corpus index (%s) of %s on Ray Data at %s", cfg.index.kind, cfg.data.corpus_file, path)
+        retriever, built = build_distributed(cfg.data.corpus_file, cfg.index, path)
+        retriever.save(path)
+        remove_work(path)
+        what: dict[str, Any] = {"corpus": cfg.data.corpus_file, **built}
+        count = len(retriever)
+    else:
+        passages, what = stage_passages(cfg, dev)
+        log.info("building the %s index (%s, %d passages) at %s", dev.name if dev else "training",
+                 cfg.index.kind, len(passages), path)
+        build_index(passages, cfg.index, progress=False).save(path)
+        count = len(passages)
     stamp_file = RunLayout(cfg).corpus_stamp
     if stamp is not None and stamp_file is not None:  # a corpus file: path is its one index
         stamp_file.write_text(json.dumps(stamp) + "\n")
-    return {**what, "passages": len(passages), "build_s": round(time.perf_counter() - t0, 3)}
+    return {**what, "passages": count, "build_s": round(time.perf_counter() - t0, 3)}
 
 
 def build_dev_index(spec: DatasetSpec, cfg: SteperConfig, path: Path) -> dict[str, Any]:
@@ -154,21 +165,29 @@ def run_index(cfg: SteperConfig) -> dict[str, Any]:
     out = RunLayout(cfg).command_index
     check_index_target(out)
     t0 = time.perf_counter()
-    passages, bad, source = load_passages(cfg)
-    log.info("indexing %d passages (%s) into %s", len(passages), cfg.index.kind, out)
-    retriever = build_index(passages, cfg.index)
+    if use_distributed(cfg.index, cfg.index.corpus):
+        log.info("indexing %s (%s) on Ray Data into %s", cfg.index.corpus, cfg.index.kind, out)
+        retriever, built = build_distributed(cfg.index.corpus, cfg.index, out)
+        bad_count, bad_examples = built["read"]["bad"], built.pop("bad_examples")
+        source: dict[str, Any] = {"corpus": cfg.index.corpus, **built}
+    else:
+        passages, bad, source = load_passages(cfg)
+        log.info("indexing %d passages (%s) into %s", len(passages), cfg.index.kind, out)
+        retriever = build_index(passages, cfg.index)
+        bad_count, bad_examples = len(bad), [b.to_dict() for b in bad[:5]]
     build_s = time.perf_counter() - t0
     retriever.save(out)
+    remove_work(out)
     summary = {
         "command": "index",
         "out": str(out),
         "kind": cfg.index.kind,
         "backend": cfg.index.bm25.backend if cfg.index.kind == "bm25" else cfg.index.dense.index_type,
-        "passages": len(passages),
+        "passages": len(retriever),
         "shards": cfg.index.shards,
         "warnings": list(getattr(retriever, "warnings", [])),
-        "bad_records": len(bad),
-        "bad_examples": [b.to_dict() for b in bad[:5]],
+        "bad_records": bad_count,
+        "bad_examples": bad_examples,
         **source,
         "build_s": round(build_s, 3),
         "wall_s": round(time.perf_counter() - t0, 3),

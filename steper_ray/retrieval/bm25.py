@@ -57,7 +57,9 @@ class _BM25sBackend:
         self.model = model
 
     @classmethod
-    def build(cls, tokens: list[list[str]], cfg: BM25Config) -> _BM25sBackend:
+    def build(cls, tokens: list[list[str]] | tuple[list[list[int]], dict[str, int]], cfg: BM25Config) -> _BM25sBackend:
+        """Index ``tokens``: a token list per passage, or (token ids per passage, vocabulary
+        token -> id) as the distributed build streams them; both give the same scores."""
         import bm25s
 
         model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method="lucene", backend=_scorer())
@@ -175,8 +177,11 @@ def unspaced_warning(tokens: list[list[str]], cfg: BM25Config) -> str | None:
     if cfg.tokenizer != "word":
         return None
     share = long_run_share(tokens)
-    if share < LONG_RUN_WARN_SHARE:
-        return None
+    return unspaced_warning_text(share) if share >= LONG_RUN_WARN_SHARE else None
+
+
+def unspaced_warning_text(share: float) -> str:
+    """The warning for ``share`` (0-1) of passages that are mostly long unspaced-script runs."""
     return (f"{share:.0%} of the passages tokenise into a few very long tokens (runs of a script "
             "written without spaces, such as Chinese or Japanese): BM25 scores them 0 for nearly "
             "every query and returns an arbitrary list. Rebuild with "

@@ -7,7 +7,7 @@ are imported where used so the package imports without them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +93,18 @@ def build_faiss_index(emb: np.ndarray, cfg: DenseConfig) -> Any:
 
     'ivf' and 'ivfpq' are trained on at most ``cfg.train_sample`` rows drawn with a fixed seed.
     Raises UserError as ``check_buildable`` does."""
+    index = empty_faiss_index(emb.shape[0], emb.shape[1], cfg, lambda size: _training_sample(emb, size))
+    index.add(emb)
+    return index
+
+
+def empty_faiss_index(n: int, dim: int, cfg: DenseConfig, sample: Callable[[int], np.ndarray]) -> Any:
+    """The FAISS index of ``cfg.index_type`` for ``n`` vectors of ``dim``, trained and empty:
+    vectors are then added in one go (``build_faiss_index``) or part by part (the distributed
+    build). ``sample(size)`` returns at most ``size`` of the n vectors, drawn with a fixed seed
+    (``_training_sample``), for the IVF clusters and PQ codebooks. Raises UserError as
+    ``check_buildable`` does."""
     faiss = _import_faiss()
-    n, dim = emb.shape
     check_buildable(n, dim, cfg)
     if cfg.index_type == "flat":
         index = faiss.IndexFlatIP(dim)
@@ -108,10 +118,14 @@ def build_faiss_index(emb: np.ndarray, cfg: DenseConfig) -> Any:
         quantizer = faiss.IndexFlatIP(dim)
         if cfg.index_type == "ivfpq":
             index = faiss.IndexIVFPQ(quantizer, dim, nlist, cfg.pq_m, cfg.pq_nbits, faiss.METRIC_INNER_PRODUCT)
+            if cfg.pq_refine == "sq8":
+                index = faiss.IndexRefine(index, faiss.IndexScalarQuantizer(
+                    dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT))
+            elif cfg.pq_refine == "flat":
+                index = faiss.IndexRefineFlat(index)
         else:
             index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(_training_sample(emb, cfg.train_sample))
-    index.add(emb)
+        index.train(np.ascontiguousarray(sample(cfg.train_sample), dtype=np.float32))
     _set_search_params(index, cfg)
     return index
 
@@ -141,8 +155,14 @@ def _training_sample(emb: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     """At most ``size`` rows of ``emb``, drawn without replacement with a fixed seed."""
     if len(emb) <= size:
         return emb
-    rows = np.sort(np.random.default_rng(seed).choice(len(emb), size=size, replace=False))
-    return np.ascontiguousarray(emb[rows])
+    return np.ascontiguousarray(emb[sample_rows(len(emb), size, seed)])
+
+
+def sample_rows(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Ascending row numbers of at most ``size`` of ``n`` rows, drawn without replacement with a fixed seed."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
 def _divisor_near(dim: int, m: int) -> int:
@@ -150,6 +170,9 @@ def _divisor_near(dim: int, m: int) -> int:
 
 
 def _set_search_params(index: Any, cfg: DenseConfig) -> None:
+    if hasattr(index, "k_factor"):  # IndexRefine around an IVF-PQ: its shortlist size, then the IVF's nprobe
+        index.k_factor = cfg.pq_refine_k
+        index = _import_faiss().extract_index_ivf(index)
     if hasattr(index, "nprobe"):
         index.nprobe = cfg.nprobe
     if hasattr(index, "hnsw"):

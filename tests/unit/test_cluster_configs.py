@@ -46,10 +46,10 @@ def test_launcher_config_has_a_cpu_head_and_autoscaled_gpu_groups() -> None:
     head = types[cfg["head_node_type"]]
     assert head["resources"].get("GPU", 0) == 0
     gpu_groups = {name: t for name, t in types.items() if t.get("resources", {}).get("GPU")}
-    assert set(gpu_groups) == {"teacher_gpu", "train_gpu"}
-    for group in gpu_groups.values():
+    assert set(gpu_groups) == {"teacher_gpu", "train_gpu", "index_gpu"}
+    for name, group in gpu_groups.items():
         assert 0 <= group["min_workers"] <= group["max_workers"]
-        assert group["resources"]["GPU"] == 8
+        assert group["resources"]["GPU"] == (1 if name == "index_gpu" else 8)
     assert sum(g["max_workers"] for g in gpu_groups.values()) <= cfg["max_workers"]
     cluster = load_config(REPO / "jobs" / "configs" / "cluster.yaml")
     # the teacher group fits the configured replicas at TP 4, the train group the workers
@@ -57,6 +57,10 @@ def test_launcher_config_has_a_cpu_head_and_autoscaled_gpu_groups() -> None:
     assert teacher_tp == 4
     assert gpu_groups["teacher_gpu"]["max_workers"] * 8 >= cluster.generate.replicas * teacher_tp
     assert gpu_groups["train_gpu"]["max_workers"] * 8 >= cluster.train.num_workers
+    # one encoder actor per 1-GPU index node, with the CPUs it reserves
+    build = cluster.index.build
+    assert build.encoder_num_gpus == 1 and gpu_groups["index_gpu"]["max_workers"] >= build.encoders
+    assert gpu_groups["index_gpu"]["resources"]["CPU"] >= build.encoder_num_cpus
     # the dashboard / job API listens on the head's localhost only
     assert any("--dashboard-host=127.0.0.1" in c for c in cfg["head_start_ray_commands"])
 

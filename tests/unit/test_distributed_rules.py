@@ -1,0 +1,98 @@
+"""When an index is built on Ray Data, and the streamed corpus read it uses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steper_ray.config import IndexConfig, load_config
+from steper_ray.data import CorpusScan, read_corpus
+from steper_ray.errors import DataError, UserError
+from steper_ray.retrieval.distributed import use_distributed, work_dir
+
+
+def _corpus(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_auto_builds_big_corpus_files_on_ray_data_and_datasets_never(tmp_path: Path) -> None:
+    small = _corpus(tmp_path / "small.jsonl", [json.dumps({"title": "t", "text": "x"})])
+    auto = IndexConfig(build={"auto_min_mb": 0.000001})
+    assert use_distributed(auto, str(small))
+    assert not use_distributed(IndexConfig(), str(small))  # 256 MB by default
+    assert use_distributed(IndexConfig(distributed=True), str(small))
+    assert not use_distributed(IndexConfig(distributed=False, build={"auto_min_mb": 0.000001}), str(small))
+    assert not use_distributed(IndexConfig(distributed=True), None)  # dataset paragraphs
+    # 'auto' leaves the rank_bm25 reference in the process; 'true' with it is a config error
+    assert not use_distributed(IndexConfig(build={"auto_min_mb": 0.000001}, bm25={"backend": "rank_bm25"}), str(small))
+    with pytest.raises(UserError, match="index.distributed=true needs index.bm25.backend=bm25s"):
+        load_config(None, ["index.distributed=true", "index.bm25.backend=rank_bm25"])
+    with pytest.raises(UserError, match="part_passages"):
+        load_config(None, ["index.build.part_passages=5"])
+    assert work_dir(tmp_path / "ix") == tmp_path / ".ix.build"
+
+
+def test_streamed_read_counts_what_the_list_read_counts(tmp_path: Path) -> None:
+    path = _corpus(tmp_path / "c.jsonl", [
+        json.dumps({"id": "a", "title": "A", "text": "one"}),
+        json.dumps({"id": "a", "title": "A2", "text": "repeated id"}),
+        json.dumps({"id": "b", "title": "A", "text": "one"}),  # same text under its own id: kept
+        json.dumps({"title": "C", "text": "three"}),
+        json.dumps({"title": "C", "text": "three"}),  # identical without id: merged
+        json.dumps({"id": "e", "title": "E", "text": ""}),
+        "{broken",
+    ])
+    scan = CorpusScan(path)
+    streamed = scan.passages()
+    first = next(streamed)  # one passage at a time
+    assert first.id == "a" and scan.count == 1
+    rest = list(streamed)
+    listed = read_corpus(path)
+    assert [first, *rest] == listed.passages and len(listed.passages) == 3
+    assert scan.summary() == listed.summary()
+    assert scan.summary()["bad"] == 3 and scan.merged == 1 and scan.same_text == 1
+
+
+def test_a_corpus_without_usable_passages_fails_at_its_end(tmp_path: Path) -> None:
+    path = _corpus(tmp_path / "bad.jsonl", [json.dumps({"title": "t", "text": " "}), "{broken"])
+    with pytest.raises(DataError, match="holds no usable passages"):
+        list(CorpusScan(path).passages())
+
+
+@pytest.mark.parametrize("index_type", ["flat", "ivf", "ivfpq", "hnsw"])
+@pytest.mark.parametrize("shards", [1, 2])
+def test_faiss_from_parts_is_the_in_process_index(tmp_path: Path, index_type: str, shards: int) -> None:
+    """Vectors added part by part from memory-mapped files, trained on the same seeded sample,
+    give the index the in-process build gives over the whole array."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from steper_ray.data.records import Passage
+    from steper_ray.retrieval.dense import DenseRetriever, build_faiss_index
+    from steper_ray.retrieval.distributed import assemble_dense
+    from steper_ray.retrieval.shards import shard_rows
+    from steper_ray.retrieval.store import PassageTable
+
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((3000, 32), dtype=np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    (tmp_path / "emb").mkdir()
+    for i, start in enumerate(range(0, 3000, 700)):  # uneven parts
+        np.save(tmp_path / "emb" / f"part-{i:05d}.npy", emb[start:start + 700])
+    table = PassageTable.from_passages([Passage(f"p{i}", "t", f"text {i}") for i in range(3000)])
+    cfg = IndexConfig(kind="dense", shards=shards, dense={"index_type": index_type, "nlist": 16, "nprobe": 4,
+                                                          "pq_m": 8, "pq_nbits": 6, "train_sample": 1000})
+    groups = shard_rows(table.ids(), shards) if shards > 1 else None
+    built = assemble_dense(tmp_path, table, cfg, SimpleNamespace(dim=32), groups)
+    queries = emb[:50] + 0.1 * rng.standard_normal((50, 32), dtype=np.float32)
+    for rows, got in zip(groups or [np.arange(3000)], getattr(built, "shards", [built])):
+        assert isinstance(got, DenseRetriever) and got.passages.ids() == [f"p{i}" for i in rows]
+        want = build_faiss_index(np.ascontiguousarray(emb[rows]), cfg.dense)
+        assert got.index.ntotal == len(rows)
+        d1, i1 = got.index.search(queries, 10)
+        d2, i2 = want.search(queries, 10)
+        assert (i1 == i2).all() and np.allclose(d1, d2)
