@@ -159,9 +159,9 @@ class DenseConfig(Section):
         "2^pq_nbits passages."
     )
     pq_refine: Literal["sq8", "flat", "none"] = Field(
-        "sq8", description="ivfpq: re-rank the PQ shortlist (pq_refine_k x k candidates) with exact inner "
-        "products on 8-bit scalar-quantised vectors ('sq8': +dim bytes per vector, 384 for minilm), on "
-        "the float vectors ('flat': +4 x dim bytes), or not ('none': the PQ codes alone, smallest, "
+        "sq8", description="ivfpq: re-rank the PQ shortlist (pq_refine_k x k candidates) by inner product "
+        "with 8-bit scalar-quantised copies of the vectors ('sq8': +dim bytes per vector, 384 for minilm), "
+        "with the float vectors ('flat': +4 x dim bytes), or not ('none': the PQ codes alone, smallest, "
         "lowest recall); FAISS IndexRefine."
     )
     pq_refine_k: int = Field(
