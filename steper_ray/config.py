@@ -824,6 +824,9 @@ def _describe(model: type[BaseModel], err: dict[str, Any]) -> str:
         prefix = "".join(f"{p}." for p in loc[:-1])
         hint = f"did you mean {prefix + guess[0]!r}? " if guess else ""
         return f"{path}: unknown key; {hint}valid keys here: {', '.join(valid)}"
+    if etype == "value_error" and isinstance(err.get("input"), dict):
+        # a check across a section's fields (a model validator): its message names the keys and the fix
+        return f"{path}: {err['msg'].removeprefix('Value error, ')}"
     field = holder.model_fields.get(str(loc[-1])) if holder and loc else None
     desc = f" ({field.description})" if field is not None and field.description else ""
     given = "" if etype == "missing" else f"; got {err.get('input')!r}"
@@ -893,7 +896,7 @@ def load_config(
     """Load ``path`` (YAML; None means the defaults), apply overrides, validate everything once."""
     problems: list[str] = []
     data: dict[str, Any] = {}
-    source = str(path) if path else "defaults"
+    source = str(path) if path else "built-in defaults"
     if path is not None:
         p = Path(path)
         if p.is_dir():
