@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -150,7 +152,9 @@ def run_index_bench(cfg: SteperConfig, out: Path, data_dir: str | None = None) -
                  for p in extract_corpus(read_dataset(path).records)}.values())
     passages = [real[i % len(real)] for i in range(b.passages)]
     out.mkdir(parents=True, exist_ok=True)
-    corpus = out / "corpus.jsonl"
+    # scratch files in a directory of their own: never over a file the user keeps in ``out``
+    scratch = Path(tempfile.mkdtemp(prefix=".bench-index-", dir=out))
+    corpus = scratch / "corpus.jsonl"
     with corpus.open("w") as f:
         for i, p in enumerate(passages):  # cycled passages get their own ids: a corpus of b.passages
             f.write(json.dumps({"id": f"{p.id}-{i}", "title": p.title, "text": p.text}) + "\n")
@@ -168,7 +172,7 @@ def run_index_bench(cfg: SteperConfig, out: Path, data_dir: str | None = None) -
                                                     "encoder_num_cpus": b.encoder_num_cpus,
                                                     "encoder_num_gpus": 0.0}),
         "dense": cfg.index.dense.model_copy(update={"device": "cpu", "index_type": "flat"})})
-    target = out / "index"
+    target = scratch / "index"
     dist.remove_work(target)  # a full measurement, not a resumed one
     _, built = dist.build_distributed(str(corpus), ix, target)
     dist.remove_work(target)
@@ -196,5 +200,5 @@ def run_index_bench(cfg: SteperConfig, out: Path, data_dir: str | None = None) -
         "target": {"ratio": TARGET, "met": pool >= TARGET * single * b.actors},
     }
     write_summary(out, summary)
-    corpus.unlink()
+    shutil.rmtree(scratch, ignore_errors=True)
     return summary

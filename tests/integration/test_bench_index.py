@@ -13,6 +13,8 @@ from steper_ray.cli import main
 def test_bench_index_compares_the_encoder_pool_with_single_encoders(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench"
+    out.mkdir()
+    (out / "corpus.jsonl").write_text("mine\n")  # a user's file where the bench works: kept
     assert main(["bench", "index", "--out", str(out), "--json", "bench.index.passages=40",
                  "bench.index.part_passages=10"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -28,4 +30,5 @@ def test_bench_index_compares_the_encoder_pool_with_single_encoders(tmp_path: Pa
     assert summary["ratio_to_concurrent_plain_processes"] > 0 and summary["ratio_plain_ray_actors_to_plain_processes"] > 0
     assert all(0 < a["cpu_share"] <= 1.5 for a in summary["per_actor"])
     assert json.loads((out / "summary.json").read_text())["ratio"] == summary["ratio"]
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # corpus, parts and index removed
+    assert sorted(p.name for p in out.iterdir()) == ["corpus.jsonl", "summary.json"]  # scratch removed
+    assert (out / "corpus.jsonl").read_text() == "mine\n"
