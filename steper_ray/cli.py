@@ -11,8 +11,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="build a BM25 or dense index")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--dataset", help="dataset file whose paragraphs form the corpus (or sample:<file>)")
-    src.add_argument("--corpus", help="corpus file: JSONL {id?, title, text} or JSON title -> sentences")
+    src.add_argument("--corpus", help="corpus file: JSON Lines or a JSON list of {id?, title, text}, a JSON dict "
+                     "title -> sentences, or a TSV with an id, title, text header (any of them gzipped)")
     p.add_argument("--format", help="dataset format (default auto): hotpotqa, 2wikimultihopqa, musique, jsonl")
     p.add_argument("--kind", help="bm25 (default) or dense")
     p.add_argument("--shards", type=int, help="split the index into N shards by passage id (default "
@@ -122,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "`scale` object; bench.retrieval.scale_passages)")
     p.add_argument("--data-dir", help="retrieval, index: directory with hotpotqa/, musique/, 2wikimultihopqa/ "
                    "dev files (default: the bundled samples)")
-    p.add_argument("--out", help="where to write summary.json (default <run_dir>/bench)")
+    p.add_argument("--out", help="where to write summary.json (default <run_dir>/bench/<which>, e.g. runs/local/bench/index)")
     p.add_argument("--model", help="generation / serving: the model (a directory or smollm2; default: the tiny Llama)")
     _common(p)
     return parser
@@ -170,6 +174,19 @@ def _emit(console: Console, summary: dict[str, Any], as_json: bool, text: str | 
         console.print(text)
     if as_json:
         console.print(json.dumps(summary, default=str))
+
+
+def _index_text(summary: dict[str, Any]) -> str:
+    """What `steper-ray index` did, for a person: passages, bad entries, resumed or restarted parts."""
+    lines = [f"indexed {summary['passages']} passages ({summary['kind']}) into {summary['out']}"]
+    if summary.get("bad_records"):
+        lines.append(f"  {summary['bad_records']} bad entries skipped (reasons and examples in "
+                     f"{summary['out']}/summary.json)")
+    if summary.get("started_over"):
+        lines.append(f"  {summary['started_over']}")
+    if summary.get("parts_resumed"):
+        lines.append(f"  resumed: {summary['parts_resumed']} of {summary['parts']} parts were done by an earlier run")
+    return "\n".join(lines)
 
 
 def _staged(console: Console, cfg: SteperConfig, name: str, fn: Any, *args: Any) -> Any:
@@ -271,10 +288,15 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         from steper_ray.commands.index import run_index
         from steper_ray.retrieval.store import check_index_target
 
-        check_index_target(RunLayout(cfg).command_index)  # before the log: a refused build writes nothing
+        layout = RunLayout(cfg)
+        out = layout.command_index.resolve()
+        if out == layout.run_dir.resolve() or out in layout.run_dir.resolve().parents:
+            raise UserError(f"--out {cfg.index.out} would hold the run directory {layout.run_dir} (its logs): the "
+                            "index is swapped in as a whole directory; give it a directory of its own, "
+                            "e.g. --out my_index")
+        check_index_target(layout.command_index)  # before the log: a refused build writes nothing
         summary = _staged(console, cfg, "index", run_index, cfg)
-        _emit(console, summary, args.json, None if args.json else
-              f"indexed {summary['passages']} passages ({summary['kind']}) into {summary['out']}")
+        _emit(console, summary, args.json, None if args.json else _index_text(summary))
     elif args.command == "retrieve":
         from steper_ray.commands.retrieve import read_queries, run_retrieve
 
@@ -354,10 +376,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     console = Console(verbose=args.verbose)
+    interrupted = threading.Event()
     try:
-        return _dispatch(args, console)
+        with _noting_interrupts(interrupted):
+            return _dispatch(args, console)
     except StageFailed as failed:
         cause = failed.__cause__
+        if interrupted.is_set():  # a library's cleanup failing after Ctrl-C is still the Ctrl-C
+            console.print(f"steper-ray {args.command}: interrupted", err=True)
+            return 130
         if isinstance(cause, UserError):
             console.print(f"steper-ray {args.command}: error: {cause}", err=True)
             return 2
@@ -369,6 +396,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print(f"steper-ray {args.command}: interrupted", err=True)
         return 130
+    except Exception:
+        if interrupted.is_set():
+            console.print(f"steper-ray {args.command}: interrupted", err=True)
+            return 130
+        raise
+
+
+@contextmanager
+def _noting_interrupts(interrupted: threading.Event) -> Iterator[None]:
+    """Set ``interrupted`` on Ctrl-C, then raise KeyboardInterrupt as Python does: the
+    exception may surface as another one (Ray Data's executor, stopped inside a lock, raises
+    RuntimeError), and the command still reports an interruption, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted.set()
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler installed from C, which Python cannot restore
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

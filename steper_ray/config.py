@@ -865,11 +865,62 @@ def _fix(etype: str, ctx: dict[str, Any], field: Any) -> str:
     return fix
 
 
+def _union_end(model: type[BaseModel], loc: tuple[Any, ...]) -> int | None:
+    """Where an error location leaves the config's fields for a branch of a plain union field
+    (``bool | Literal['auto']`` gives locations ``...distributed.bool`` and
+    ``...distributed.literal['auto']``): the length of the field's own path, else None."""
+    current: type[BaseModel] | None = model
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(str(part)) if current else None
+        if field is None:
+            return None
+        if i + 1 < len(loc) and len(get_args(field.annotation)) > 1 and nested_model(field.annotation) is None:
+            return i + 1
+        current = nested_model(field.annotation)
+    return None
+
+
+# A union branch's tag in a pydantic error location, as a person would write the value.
+_BRANCH_WORDS = {"bool": "true or false", "int": "a whole number", "float": "a number", "str": "a string",
+                 "none": "null", "list": "a list", "dict": "a mapping"}
+
+
+def _describe_union(model: type[BaseModel], loc: tuple[Any, ...], errs: list[dict[str, Any]]) -> str:
+    """One line for a value that no branch of a union field takes: what each branch accepts."""
+    holder = _model_at(model, loc[:-1])
+    field = holder.model_fields.get(str(loc[-1])) if holder else None
+    accepts = []
+    for err in errs:
+        tag = str(err["loc"][len(loc)])
+        expected = (err.get("ctx") or {}).get("expected")
+        word = expected if err["type"] == "literal_error" and expected else _BRANCH_WORDS.get(tag.split("[")[0], tag)
+        if word not in accepts:
+            accepts.append(word)
+    desc = f" ({field.description})" if field is not None and field.description else ""
+    default = getattr(field, "default", None)
+    default_text = f" (default {default!r})" if isinstance(default, (int, float, str, bool)) else ""
+    return (f"{'.'.join(map(str, loc))}: got {errs[0].get('input')!r}. Fix: set it to "
+            f"{' or '.join(accepts)}{default_text}{desc}")
+
+
 def validate(model: type[T], data: dict[str, Any], source: str = "config") -> T:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(model, e) for e in exc.errors()]) from None
+        problems: list[str | tuple[Any, ...]] = []  # a union field's place is its location
+        unions: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for err in exc.errors():
+            end = _union_end(model, tuple(err["loc"]))
+            if end is None:
+                problems.append(_describe(model, err))
+            else:
+                if tuple(err["loc"][:end]) not in unions:
+                    problems.append(tuple(err["loc"][:end]))
+                unions.setdefault(tuple(err["loc"][:end]), []).append(err)
+        lines = [p if isinstance(p, str) else _describe_union(model, p, unions[p]) for p in problems]
+        raise ConfigError(source, lines) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

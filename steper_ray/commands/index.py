@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steper_ray.config import DatasetSpec, SteperConfig
+from steper_ray.config import DatasetSpec, IndexConfig, SteperConfig
 from steper_ray.data import extract_corpus, read_corpus, read_dataset
 from steper_ray.data.paths import resolve_data_path
 from steper_ray.data.records import BadRecord, Passage
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
 from steper_ray.retrieval import build_index
+from steper_ray.retrieval.protocol import Retriever
 from steper_ray.retrieval.distributed import build_distributed, remove_work, use_distributed
 from steper_ray.retrieval.store import check_index_dir, check_index_target
 from steper_ray.summary import write_summary
@@ -101,28 +103,39 @@ def _usable(cfg: SteperConfig, path: Path) -> bool:
     return same
 
 
+def _build_saved(ix: IndexConfig, corpus_file: str | None, out: Path,
+                 passages: Callable[[], tuple[list[Passage], dict[str, Any]]], progress: bool = True
+                 ) -> tuple[Retriever, dict[str, Any]]:
+    """Build index ``ix`` and save it at ``out``: corpus file ``corpus_file`` on Ray Data when
+    ``use_distributed`` says so (its parts removed once the index is saved), else the passages
+    ``passages()`` returns (with what was read), in this process. The retriever and what was
+    read and built (``build_s``: the build, without saving)."""
+    t0 = time.perf_counter()
+    if corpus_file is not None and use_distributed(ix, corpus_file):
+        log.info("indexing %s (%s) on Ray Data into %s", corpus_file, ix.kind, out)
+        retriever, what = build_distributed(corpus_file, ix, out)
+        what = {"corpus": corpus_file, **what}
+    else:
+        if ix.distributed is True and corpus_file is None:
+            log.warning("index.distributed=true applies to corpus files; dataset paragraphs are indexed in this process")
+        rows, what = passages()
+        log.info("indexing %d passages (%s) into %s", len(rows), ix.kind, out)
+        retriever = build_index(rows, ix, progress=progress)
+    build_s = time.perf_counter() - t0
+    retriever.save(out)
+    remove_work(out)
+    return retriever, {**what, "passages": len(retriever), "build_s": round(build_s, 3)}
+
+
 def _build_stage_index(cfg: SteperConfig, path: Path, dev: DatasetSpec | None) -> dict[str, Any]:
     """Build the stage index at ``path`` (``stage_passages``; a big corpus file on Ray Data,
     ``use_distributed``); what was read and built."""
     stamp = _source_stamp(cfg.data.corpus_file) if cfg.data.corpus_file else None  # before reading
-    t0 = time.perf_counter()
-    if use_distributed(cfg.index, cfg.data.corpus_file):
-        log.info("building the corpus index (%s) of %s on Ray Data at %s", cfg.index.kind, cfg.data.corpus_file, path)
-        retriever, built = build_distributed(cfg.data.corpus_file, cfg.index, path)
-        retriever.save(path)
-        remove_work(path)
-        what: dict[str, Any] = {"corpus": cfg.data.corpus_file, **built}
-        count = len(retriever)
-    else:
-        passages, what = stage_passages(cfg, dev)
-        log.info("building the %s index (%s, %d passages) at %s", dev.name if dev else "training",
-                 cfg.index.kind, len(passages), path)
-        build_index(passages, cfg.index, progress=False).save(path)
-        count = len(passages)
+    _, what = _build_saved(cfg.index, cfg.data.corpus_file, path, lambda: stage_passages(cfg, dev), progress=False)
     stamp_file = RunLayout(cfg).corpus_stamp
     if stamp is not None and stamp_file is not None:  # a corpus file: path is its one index
         stamp_file.write_text(json.dumps(stamp) + "\n")
-    return {**what, "passages": count, "build_s": round(time.perf_counter() - t0, 3)}
+    return what
 
 
 def build_dev_index(spec: DatasetSpec, cfg: SteperConfig, path: Path) -> dict[str, Any]:
@@ -165,19 +178,18 @@ def run_index(cfg: SteperConfig) -> dict[str, Any]:
     out = RunLayout(cfg).command_index
     check_index_target(out)
     t0 = time.perf_counter()
-    if use_distributed(cfg.index, cfg.index.corpus):
-        log.info("indexing %s (%s) on Ray Data into %s", cfg.index.corpus, cfg.index.kind, out)
-        retriever, built = build_distributed(cfg.index.corpus, cfg.index, out)
-        bad_count, bad_examples = built["read"]["bad"], built.pop("bad_examples")
-        source: dict[str, Any] = {"corpus": cfg.index.corpus, **built}
+    bad: list[BadRecord] = []
+
+    def passages() -> tuple[list[Passage], dict[str, Any]]:
+        rows, found, what = load_passages(cfg)
+        bad.extend(found)
+        return rows, what
+
+    retriever, source = _build_saved(cfg.index, cfg.index.corpus, out, passages)
+    if "bad_examples" in source:  # built on Ray Data: its read counted the bad entries
+        bad_count, bad_examples = source["read"]["bad"], source.pop("bad_examples")
     else:
-        passages, bad, source = load_passages(cfg)
-        log.info("indexing %d passages (%s) into %s", len(passages), cfg.index.kind, out)
-        retriever = build_index(passages, cfg.index)
         bad_count, bad_examples = len(bad), [b.to_dict() for b in bad[:5]]
-    build_s = time.perf_counter() - t0
-    retriever.save(out)
-    remove_work(out)
     summary = {
         "command": "index",
         "out": str(out),
@@ -189,7 +201,6 @@ def run_index(cfg: SteperConfig) -> dict[str, Any]:
         "bad_records": bad_count,
         "bad_examples": bad_examples,
         **source,
-        "build_s": round(build_s, 3),
         "wall_s": round(time.perf_counter() - t0, 3),
     }
     write_summary(out, summary)

@@ -73,7 +73,9 @@ def _corpus_entry(item: Any) -> tuple[Passage, bool]:
         raise ValueError("field 'title' is not a string")
     if isinstance(text, list):
         text = " ".join(s.strip() for s in text if isinstance(s, str) and s.strip())
-    if not isinstance(text, str) or not text.strip():
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"field 'text' is a JSON {type(text).__name__}, not a string or a list of sentences")
+    if text is None or not text.strip():
         raise ValueError("field 'text' is missing or empty")
     pid = item.get("id")
     if pid is None:
@@ -92,15 +94,18 @@ def _title_dict_entries(file: Path, source: str) -> list[tuple[int, Any, str | N
     """The entries of a JSON ``title -> sentences`` document, or None for a JSON Lines file."""
     if first_char(file, source) != "{":
         return None
-    first = next(iter_lines(file, source))
+    lines = iter_lines(file, source)
+    first = next(lines)
     try:
         obj = json.loads(first.text) if first.text is not None else None
     except json.JSONDecodeError:
-        obj = None  # a JSON document over several lines
+        obj = None  # a JSON document over several lines, or a broken first line of JSON Lines
     if obj is not None and not _is_title_dict(obj):
         return None  # JSON Lines of {id?, title, text}
     if first.text is None:
         return None  # a broken first line of a JSON Lines file: counted there
+    if obj is None and _next_line_is_object(lines):
+        return None  # JSON Lines whose first line is broken: counted there, the rest read
     try:
         data = json.loads(read_text(file, source))
     except json.JSONDecodeError as exc:
@@ -111,6 +116,20 @@ def _title_dict_entries(file: Path, source: str) -> list[tuple[int, Any, str | N
     if not _is_title_dict(data):
         return None
     return [(i, {"title": title, "text": sents}, None) for i, (title, sents) in enumerate(data.items(), start=1)]
+
+
+def _next_line_is_object(lines: Iterator[Any]) -> bool:
+    """Whether the next non-blank line of ``lines`` is a whole JSON object on its own (JSON
+    Lines), not the inside of a document spread over several lines."""
+    for line in lines:
+        if line.text is None:
+            return False
+        if line.text.strip():
+            try:
+                return isinstance(json.loads(line.text), dict)
+            except json.JSONDecodeError:
+                return False
+    return False
 
 
 def _is_tsv(file: Path) -> bool:
@@ -173,7 +192,9 @@ class CorpusScan:
                  else iter_tsv_records(file, source) if _is_tsv(file) else iter_json_records(file, source))
         seen: set[str] = set()
         contents: set[int] = set()
+        questions = 0  # entries with a question: a dataset file given as a corpus
         for line, item, error in items:
+            questions += isinstance(item, dict) and "question" in item
             rid = item.get("id") if isinstance(item, dict) else None
             rid = str(rid) if rid is not None else (item.get("title") if entries is not None else None)
             if error is None:
@@ -203,7 +224,9 @@ class CorpusScan:
             first = "; ".join(f"line {b.line}: {b.reason}" for b in self.bad[:3])
             raise DataError(f"{source} holds no usable passages ({len(self.bad)} bad entries"
                             f"{': ' + first if first else ''}); expected JSONL of {{id?, title, text}}, a JSON "
-                            "dict title -> sentences or a TSV (*.tsv, *.tsv.gz) with an id, title, text header")
+                            "dict title -> sentences or a TSV (*.tsv, *.tsv.gz) with an id, title, text header"
+                            + ("; its entries hold questions: a dataset file is indexed with --dataset "
+                               "(index.dataset), which takes its paragraphs" if questions else ""))
         if self.bad or self.merged or self.same_text:
             log.warning("%s: %d passage(s); %d bad entr(y/ies) %s; %d identical entries without id "
                         "merged; %d passage(s) repeat another's text under their own id (kept)",

@@ -57,7 +57,7 @@ def run_evaluate(cfg: SteperConfig, label: str | None = None) -> dict[str, Any]:
     stage_kwargs = {"model": model.model_dump(), "prompt": ecfg.prompt, "reasoning": cfg.reasoning.model_dump(),
                     "indexes": indexes, "k": cfg.retrieval.k,
                     "demos": {name: demos_to_dicts(d) for name, d in demos.items()}}
-    pool = ActorPool(ecfg.replicas, ecfg.batch_size, ecfg.num_cpus, ecfg.num_gpus)
+    pool = ActorPool(ecfg.replicas, ecfg.batch_size, ecfg.num_cpus, ecfg.num_gpus, "evaluate")
     rows_by_dataset: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in records}
     t_run = time.perf_counter()
     pending = [r for recs in records.values() for r in recs]

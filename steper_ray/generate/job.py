@@ -99,7 +99,7 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
             "index": str(index.resolve()), "k": cfg.retrieval.k,
             "demos": {name: demos_to_dicts(d) for name, d in demos.items()},
         }
-        pool = ActorPool(gcfg.replicas, gcfg.batch_size, gcfg.num_cpus, gcfg.num_gpus)
+        pool = ActorPool(gcfg.replicas, gcfg.batch_size, gcfg.num_cpus, gcfg.num_gpus, "generate")
         written: set[str] = done | {row["question_id"] for row in new_bad}
         for rows in run_reasoner_job(pending, TeacherStage, stage_kwargs, gcfg.teacher, pool,
                                      total=total, done=len(written)):

@@ -150,6 +150,8 @@ def prepare_gguf(gguf: str | Path, out: str | Path, name: str | None = None) -> 
                         f"supported architectures: {', '.join(supported)}")
     from filelock import FileLock
 
+    # refused before the lock, whose file stays behind (filelock never deletes it: that would race)
+    refuse_foreign(out, lambda _name: manifest is not None, "a model directory prepared by steper-ray")
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out.parent / f".{out.name}.lock")):
         manifest = read_manifest(out)  # again: another process may have built it meanwhile

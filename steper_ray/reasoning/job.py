@@ -22,7 +22,7 @@ from steper_ray.config import GeneratorConfig
 from steper_ray.data.record_table import records_table
 from steper_ray.data.records import QuestionRecord
 from steper_ray.progress import progress
-from steper_ray.ray_session import ensure_ray
+from steper_ray.ray_session import check_fits, ensure_ray
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class ActorPool:
     batch_size: int
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    section: str = "generate"  # the config section these come from, named when they cannot fit
 
 
 def tensor_parallel_args(tp: int, num_cpus: float) -> Any:
@@ -73,6 +74,9 @@ def run_reasoner_job(records: list[QuestionRecord], stage: type, stage_kwargs: d
     ensure_ray()
     import ray
 
+    tp = model.tensor_parallel_size if model.kind == "vllm" else 1
+    check_fits("a reasoner actor", pool.num_cpus, pool.num_gpus if tp == 1 else tp,
+               f"{pool.section}.num_cpus / {pool.section}.num_gpus" + (" or the tensor_parallel_size" if tp > 1 else ""))
     table = records_table(records)
     # one block per batch, so that the actors share the questions from the first batch on
     blocks = [table.slice(i * pool.batch_size, pool.batch_size)

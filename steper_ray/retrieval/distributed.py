@@ -35,6 +35,7 @@ from steper_ray.atomic_dir import refuse_foreign
 from steper_ray.config import IndexConfig
 from steper_ray.data import CorpusScan
 from steper_ray.data.paths import resolve_data_path
+from steper_ray.errors import DataError
 from steper_ray.progress import progress
 from steper_ray.retrieval.protocol import Retriever
 from steper_ray.retrieval.store import PassageTable
@@ -77,20 +78,27 @@ def _fingerprint(corpus: Path, cfg: IndexConfig) -> dict[str, Any]:
             "part_passages": cfg.build.part_passages, "kind": cfg.kind, "engine": engine}
 
 
-def _prepare_work(work: Path, fingerprint: dict[str, Any]) -> None:
-    """Keep ``work`` when it was made for ``fingerprint`` (resume), else empty it. Raises
-    UserError (nothing changed) when it holds data that is not a build's."""
+def _prepare_work(work: Path, fingerprint: dict[str, Any]) -> str | None:
+    """Keep ``work`` when it was made for ``fingerprint`` (resume), else empty it; why earlier
+    parts were dropped (None: nothing dropped). Raises UserError (nothing changed) when it holds
+    data that is not a build's."""
     refuse_foreign(work, lambda name: name in _WORK_ENTRIES, "an index build's parts")
     try:
-        same = json.loads((work / WORK_FILE).read_text()) == fingerprint
+        before = json.loads((work / WORK_FILE).read_text())
     except (OSError, ValueError):
-        same = False
-    if not same:
-        if work.exists():
-            log.warning("%s was made for another corpus file or other settings; starting the build over", work)
-            shutil.rmtree(work)
-        work.mkdir(parents=True)
-        (work / WORK_FILE).write_text(json.dumps(fingerprint, indent=2))
+        before = None
+    if before == fingerprint:
+        return None
+    dropped = None
+    if work.exists():
+        changed = sorted(k for k in fingerprint if not isinstance(before, dict) or before.get(k) != fingerprint[k])
+        dropped = (f"the earlier build's parts in {work} were made for another corpus file or other settings "
+                   f"({', '.join(changed)} changed); started over")
+        log.warning("%s", dropped)
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / WORK_FILE).write_text(json.dumps(fingerprint, indent=2))
+    return dropped
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -154,6 +162,9 @@ class EncodePart:
         torch.set_num_threads(threads)  # an actor uses the CPUs it reserved, not the whole node
         self.cfg = DenseConfig(**dense)
         self.encoder = SentenceTransformerEncoder(self.cfg.model, self.cfg.device)
+        # one short batch before the pool hands out parts: torch's first-call set-up happens
+        # while the other actors still load, not inside the first part
+        self.encoder.encode(["warm-up"], 1)
         self.out_dir = Path(out_dir)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -194,7 +205,7 @@ def _run_parts(work: Path, out_name: str, suffix: str, unit: str, cfg: IndexConf
     """Stage 2 over every part without an output in ``work/out_name``; what ran and when."""
     import ray
 
-    from steper_ray.ray_session import ensure_ray
+    from steper_ray.ray_session import check_fits, ensure_ray
 
     out_dir = work / out_name
     out_dir.mkdir(exist_ok=True)
@@ -210,6 +221,9 @@ def _run_parts(work: Path, out_name: str, suffix: str, unit: str, cfg: IndexConf
         return out
     ensure_ray()
     b = cfg.build
+    if cfg.kind == "dense":
+        check_fits("an index encoder", b.encoder_num_cpus, b.encoder_num_gpus,
+                   "index.build.encoder_num_cpus / index.build.encoder_num_gpus")
     ds = ray.data.from_items([{"part": str(p)} for p in todo], override_num_blocks=len(todo))
     if cfg.kind == "dense":
         ds = ds.map_batches(
@@ -303,6 +317,24 @@ def assemble_dense(work: Path, table: PassageTable, cfg: IndexConfig, encoder: A
     return ShardedRetriever([DenseRetriever(table.take(r), encoder, index_of(r), cfg.dense) for r in groups], cfg)
 
 
+def _per_encoder(ran: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Each encoder actor's passages, busy window (seconds from the first part's start),
+    passages/s and CPU share (its CPU seconds over its encoding wall seconds: below its threads,
+    it waited for a CPU) from ``_run_parts``'s per-part spans."""
+    origin = min(ran["start"])
+    actors: dict[int, dict[str, float]] = {}
+    for actor, rows, start, end, cpu in zip(ran["actor"], ran["rows"], ran["start"], ran["end"], ran["cpu"]):
+        a = actors.setdefault(int(actor), {"rows": 0, "first": start, "last": end, "cpu": 0.0, "busy": 0.0})
+        a["rows"] += rows
+        a["first"], a["last"] = min(a["first"], start), max(a["last"], end)
+        a["cpu"] += cpu
+        a["busy"] += end - start
+    return [{"passages": int(a["rows"]), "first_start_s": round(a["first"] - origin, 2),
+             "last_end_s": round(a["last"] - origin, 2),
+             "passages_per_s": round(a["rows"] / max(a["last"] - a["first"], 1e-9), 2),
+             "cpu_share": round(a["cpu"] / max(a["busy"], 1e-9), 2)} for a in actors.values()]
+
+
 def build_distributed(corpus: str, cfg: IndexConfig, out: Path) -> tuple[Retriever, dict[str, Any]]:
     """Build the index ``cfg`` names over corpus file ``corpus`` on Ray Data (stages above);
     the retriever (unsaved: the caller saves it to ``out``) and what was read and run.
@@ -311,9 +343,13 @@ def build_distributed(corpus: str, cfg: IndexConfig, out: Path) -> tuple[Retriev
     (an ivfpq too large for it, more shards than passages), both before any encoding."""
     path = resolve_data_path(corpus)
     work = work_dir(out)
-    _prepare_work(work, _fingerprint(path, cfg))
+    started_over = _prepare_work(work, _fingerprint(path, cfg))
     t0 = time.perf_counter()
-    read = read_parts(corpus, cfg, work)
+    try:
+        read = read_parts(corpus, cfg, work)
+    except DataError:
+        shutil.rmtree(work, ignore_errors=True)  # nothing usable was read: leave no empty work behind
+        raise
     read_s = time.perf_counter() - t0
     table = _passage_table(work)
     groups = None
@@ -351,23 +387,14 @@ def build_distributed(corpus: str, cfg: IndexConfig, out: Path) -> tuple[Retriev
         "bad_examples": read["bad_examples"],
         "parts": ran["parts"],
         "parts_resumed": ran["parts_resumed"],
+        "started_over": started_over,
         "read_s": round(read_s, 3),
         ("encode_s" if cfg.kind == "dense" else "tokenize_s"): round(parallel_s, 3),
         "assemble_s": round(time.perf_counter() - t2, 3),
     }
     if ran["start"]:
-        busy = max(ran["end"]) - min(ran["start"])
-        summary["encode_passages_per_s"] = round(sum(ran["rows"]) / max(busy, 1e-9), 2)
-        per_actor: dict[int, list[float]] = {}
-        for actor, rows, start, end, cpu in zip(ran["actor"], ran["rows"], ran["start"], ran["end"], ran["cpu"]):
-            a = per_actor.setdefault(int(actor), [0, start, end, 0.0, 0.0])
-            a[0], a[1], a[2], a[3], a[4] = a[0] + rows, min(a[1], start), max(a[2], end), a[3] + cpu, a[4] + end - start
-        # cpu_share: the encoder's CPU seconds over its busy wall seconds (below its threads: it waited for a CPU)
-        summary["encoders"] = [{"passages": int(n), "first_start_s": round(t0 - min(ran["start"]), 2),
-                                "last_end_s": round(t1 - min(ran["start"]), 2),
-                                "passages_per_s": round(n / max(t1 - t0, 1e-9), 2),
-                                "cpu_share": round(cpu / max(busy_s, 1e-9), 2)}
-                               for n, t0, t1, cpu, busy_s in per_actor.values()]
+        summary["encode_passages_per_s"] = round(sum(ran["rows"]) / max(max(ran["end"]) - min(ran["start"]), 1e-9), 2)
+        summary["encoders"] = _per_encoder(ran)
     return retriever, summary
 
 

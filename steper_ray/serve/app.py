@@ -26,19 +26,21 @@ from steper_ray.retrieval.store import check_index_dir
 log = logging.getLogger(__name__)
 
 
-def serve_index(cfg: SteperConfig) -> Path:
+def serve_index(cfg: SteperConfig) -> tuple[Path, dict[str, Any]]:
+    """The served index's absolute path and its checked manifest (``check_index_dir``: it fails
+    now, with the rebuild command, not in a replica)."""
     path = RunLayout(cfg).serve_index
     if path is None:
         raise UserError("set serve.index: there is no dev set whose index could be served")
-    check_index_dir(path)  # fails now, with the rebuild command, not in a replica
-    return path.resolve()
+    manifest = check_index_dir(path)
+    return path.resolve(), manifest
 
 
-def retriever_groups(index: Path) -> list[tuple[str, Path]]:
-    """(deployment name, index directory) of each retriever replica group: ``retriever`` over
-    the whole index, or ``retriever-shard-<i>`` over each shard of a sharded one (the reasoner
-    searches them all and merges their top-k: ``retrieval.shards``)."""
-    manifest = check_index_dir(index)
+def retriever_groups(index: Path, manifest: dict[str, Any]) -> list[tuple[str, Path]]:
+    """(deployment name, index directory) of each retriever replica group of the index at
+    ``index`` (its checked manifest ``manifest``): ``retriever`` over the whole index, or
+    ``retriever-shard-<i>`` over each shard of a sharded one (the reasoner searches them all and
+    merges their top-k: ``retrieval.shards``)."""
     if manifest["kind"] != SHARDED:
         return [("retriever", index)]
     return [(f"retriever-{path.name}", path) for path in shard_dirs(index, manifest)]
@@ -75,9 +77,9 @@ def build_app(cfg: SteperConfig) -> Any:
     from steper_ray.serve.ingress import Ingress
 
     s = cfg.serve
-    index, model = serve_index(cfg), serve_model(cfg)
+    (index, manifest), model = serve_index(cfg), serve_model(cfg)
     retrievers = [RetrieverDeployment.options(name=name, **deployment_options(s.retriever)).bind(str(path))
-                  for name, path in retriever_groups(index)]
+                  for name, path in retriever_groups(index, manifest)]
     reasoner = ReasonerDeployment.options(**deployment_options(s.reasoner)).bind(
         retrievers, model.model_dump(), cfg.reasoning.model_dump(), s.model_dump())
     return Ingress.options(**deployment_options(s.ingress)).bind(

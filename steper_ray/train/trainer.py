@@ -32,23 +32,22 @@ def resolve_examples(cfg: SteperConfig) -> str:
         raise UserError(f"no step examples at {path}; run `steper-ray generate` first or set train.examples")
     import pyarrow.dataset as pads
 
-    if pads.dataset(str(path), format="parquet").count_rows() == 0:
+    rows = pads.dataset(str(path), format="parquet").to_table(columns=["id", "task"]).to_pylist()
+    if not rows:
         raise UserError(f"{path} holds no step examples: the teacher kept no traces (see "
                         f"{layout.generate / 'summary.json'} for why each was dropped); "
                         "use a stronger teacher, or the evidence teacher (generate.teacher.kind=evidence)")
-    check_one_step(cfg, str(path))
+    check_one_step(cfg, str(path), rows)
     return str(path)
 
 
-def check_one_step(cfg: SteperConfig, examples: str) -> None:
+def check_one_step(cfg: SteperConfig, examples: str, rows: list[dict[str, Any]]) -> None:
     """Every worker must be able to fill one optimizer step (grad_accum micro-batches of one task
-    each) with the examples its loss mode trains on; say so before any worker starts."""
-    import pyarrow.dataset as pads
-
+    each) with the examples its loss mode trains on (``rows``: the id and task of every example
+    in ``examples``); say so before any worker starts."""
     from steper_ray.train.data import micro_batches_per_rank, rows_for_loss
 
     t = cfg.train
-    rows = pads.dataset(examples, format="parquet").to_table(columns=["id", "task"]).to_pylist()
     per_rank = micro_batches_per_rank(rows, t.loss.mode, t.num_workers, t.micro_batch_size)
     if min(per_rank) < t.grad_accum:
         used = "agg examples" if t.loss.mode == "vanilla_kd" else "examples"

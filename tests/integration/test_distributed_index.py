@@ -94,7 +94,30 @@ def test_a_changed_corpus_starts_the_work_over(corpus_file: tuple[Path, list[str
     os.utime(copy, ns=(0, 10**18))
     retriever, changed = dist.build_distributed(str(copy), cfg, out)
     assert changed["parts_resumed"] == 0 and changed["read"]["passages"] == first["read"]["passages"] + 1
+    assert first["started_over"] is None and again["started_over"] is None
+    assert "started over" in changed["started_over"] and "mtime_ns, size changed" in changed["started_over"]
     assert [h.id for h in retriever.search(["A passage added later"], 1)[0]] == ["new"]
+
+
+def test_a_failed_read_leaves_no_work_behind_and_unfitting_encoders_are_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steper_ray import ray_session
+    from steper_ray.errors import DataError, UserError
+
+    empty = tmp_path / "nothing.jsonl"
+    empty.write_text(json.dumps({"title": "t", "text": " "}) + "\n")
+    out = tmp_path / "ix"
+    with pytest.raises(DataError, match="no usable passages"):
+        dist.build_distributed(str(empty), IndexConfig(distributed=True), out)
+    assert not dist.work_dir(out).exists()
+
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"id": "a", "title": "A", "text": "one passage"}) + "\n")
+    monkeypatch.setattr(ray_session, "_started", True)  # a Ray of our own: no autoscaler adds a GPU node
+    for build, setting in [({"encoder_num_gpus": 1}, "1 CPU and 1 GPU"), ({"encoder_num_cpus": 64}, "64 CPU and 0 GPU")]:
+        cfg = IndexConfig(kind="dense", distributed=True, build=build)
+        with pytest.raises(UserError, match=f"needs {setting}.*more than any node has.*lower index.build"):
+            dist.build_distributed(str(good), cfg, out)
 
 
 def test_a_work_directory_holding_other_data_is_refused(corpus_file: tuple[Path, list[str]], tmp_path: Path) -> None:
@@ -134,6 +157,7 @@ def test_index_command_on_ray_data_reports_the_bad_lines(corpus_file: tuple[Path
                  "index.build.part_passages=400", f"run_dir={tmp_path / 'run'}", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["distributed"] is True and summary["bad_records"] == 4 and len(summary["bad_examples"]) == 4
+    assert summary["started_over"] is None and summary["parts_resumed"] == 0
     assert summary["passages"] == len(read_corpus(path).passages) and summary["parts"] >= 3
     assert json.loads((out / "summary.json").read_text())["passages"] == summary["passages"]
     assert not dist.work_dir(out).exists()

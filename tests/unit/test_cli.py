@@ -96,6 +96,8 @@ def test_index_summary_carries_the_unspaced_script_warning(tmp_path: Path, capsy
          "needs index.bm25.backend=bm25s"),
         (["index", "--corpus", "sample:musique/dev.jsonl", "--format", "musique", "--shards", "65"], "index.shards"),
         (["pipeline", "retrieval.k=0", "index.kindd=dense"], "2 problem(s)"),
+        (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--out", "."], "would hold the run directory"),
+        (["index", "--corpus", "sample:hotpotqa/dev.jsonl"], "a dataset file is indexed with --dataset"),
     ],
 )
 def test_user_errors_exit_2_with_message(argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
@@ -104,6 +106,43 @@ def test_user_errors_exit_2_with_message(argv: list[str], message: str, capsys: 
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_index_says_what_it_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"title": "A", "text": "alpha"}\n{"title": "B", "text": 7}\n')
+    assert main(["index", "--corpus", str(corpus), "--out", str(tmp_path / "ix")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("indexed 1 passages (bm25) into ")
+    assert out[-1] == f"  1 bad entries skipped (reasons and examples in {tmp_path / 'ix'}/summary.json)"
+
+
+def test_an_error_after_ctrl_c_is_reported_as_the_interruption(capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from steper_ray import cli
+
+    def stopped_inside_a_lock(args: object, console: object) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            raise RuntimeError("release unlocked lock") from None  # as Ray Data's executor may
+        return 0
+
+    monkeypatch.setattr(cli, "_dispatch", stopped_inside_a_lock)
+    assert main(["index", "--dataset", "sample:hotpotqa/dev.jsonl"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "steper-ray index: interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+
+    def plain_failure(args: object, console: object) -> int:
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(cli, "_dispatch", plain_failure)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        main(["index", "--dataset", "sample:hotpotqa/dev.jsonl"])
 
 
 def test_retrieve_bad_k_and_empty_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,6 +57,36 @@ def test_streamed_read_counts_what_the_list_read_counts(tmp_path: Path) -> None:
     assert scan.summary()["bad"] == 3 and scan.merged == 1 and scan.same_text == 1
 
 
+def test_a_broken_first_line_is_one_bad_line_of_json_lines(tmp_path: Path) -> None:
+    path = _corpus(tmp_path / "c.jsonl", [
+        '{"id": "1", "title": "cut off',
+        json.dumps({"id": "2", "title": "B", "text": "kept"}),
+        json.dumps({"id": "3", "title": "C", "text": 123}),
+    ])
+    read = read_corpus(path)
+    assert [p.id for p in read.passages] == ["2"]
+    reasons = read.summary()["bad_reasons"]
+    assert sum(reasons.values()) == 2 and any(r.startswith("invalid JSON") for r in reasons)
+    assert "field 'text' is a JSON int, not a string or a list of sentences" in reasons
+    # a JSON document over several lines is still one document
+    doc = tmp_path / "doc.json"
+    doc.write_text('{\n  "Title A": ["One.", "Two."],\n  "Title B": ["Three."]\n}\n')
+    assert [p.title for p in read_corpus(doc).passages] == ["Title A", "Title B"]
+
+
+def test_a_dataset_file_given_as_a_corpus_points_to_dataset() -> None:
+    with pytest.raises(DataError, match="a dataset file is indexed with --dataset"):
+        read_corpus("sample:hotpotqa/dev.jsonl")
+
+
+def test_a_value_no_union_branch_takes_is_one_line() -> None:
+    with pytest.raises(UserError) as err:
+        load_config(None, ["index.distributed=maybe"])
+    text = str(err.value)
+    assert "index.distributed: got 'maybe'. Fix: set it to true or false or 'auto' (default 'auto')" in text
+    assert "literal[" not in text and ".bool" not in text
+
+
 def test_a_corpus_without_usable_passages_fails_at_its_end(tmp_path: Path) -> None:
     path = _corpus(tmp_path / "bad.jsonl", [json.dumps({"title": "t", "text": " "}), "{broken"])
     with pytest.raises(DataError, match="holds no usable passages"):

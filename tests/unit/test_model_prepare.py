@@ -66,6 +66,7 @@ def test_a_foreign_manifest_does_not_make_a_directory_ours(tmp_path: Path, capsy
     assert main(["model", "prepare", "--gguf", str(llama), "--out", str(out)]) == 2
     assert "holds other data" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project", "tiny.gguf"]  # no lock file left either
 
 
 def test_interrupted_build_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

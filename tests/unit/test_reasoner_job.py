@@ -106,5 +106,22 @@ def test_evaluate_runs_the_reasoner_job_with_its_model(tmp_path: Path, monkeypat
     summary = evaluate_job.run_evaluate(cfg)
     ((n, stage, model, pool),) = calls
     assert n == 3 and stage is EvalStage and model.tensor_parallel_size == 4
-    assert pool == ActorPool(2, 16, 1.0, 1.0) and "ray_remote_args_fn" in actor_resources(model, pool)
+    assert pool == ActorPool(2, 16, 1.0, 1.0, "evaluate") and "ray_remote_args_fn" in actor_resources(model, pool)
     assert summary["questions"] == 0
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_actors_no_node_can_hold_are_refused_on_our_own_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a Ray this process started (no autoscaler) a GPU actor on a CPU machine would wait
+    forever: refused at once naming the section's settings; on a cluster only logged."""
+    from steper_ray import ray_session
+    from steper_ray.errors import UserError
+    from steper_ray.reasoning.job import run_reasoner_job
+
+    records = read_dataset("sample:hotpotqa/dev.jsonl").records[:1]
+    model = GeneratorConfig(kind="evidence")
+    monkeypatch.setattr(ray_session, "_started", True)
+    with pytest.raises(UserError, match=r"needs 1 CPU and 1 GPU.*lower evaluate.num_cpus / evaluate.num_gpus"):
+        next(run_reasoner_job(records, EvalStage, {}, model, ActorPool(1, 1, 1.0, 1.0, "evaluate")))
+    monkeypatch.setattr(ray_session, "_started", False)
+    ray_session.check_fits("x", 1.0, 1.0, "s")  # a cluster may still add a GPU node: no error
