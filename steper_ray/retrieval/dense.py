@@ -200,23 +200,23 @@ class DenseRetriever:
         table = passages if isinstance(passages, PassageTable) else PassageTable.from_passages(passages)
         if len(table) == 0:
             raise ValueError("cannot build a dense index over an empty corpus")
-        encoder = encoder or SentenceTransformerEncoder(cfg.model, cfg.device)
-        check_buildable(len(table), encoder.dim, cfg)  # before hours of encoding, not after
-        log.info("encoding %d passages (batch %d)", len(table), cfg.batch_size)
-        emb = encoder.encode(corpus_texts(table.titles(), table.texts()), cfg.batch_size, progress)
-        return cls(table, encoder, build_faiss_index(emb, cfg), cfg)
+        return cls.build_split(table, cfg, None, encoder, progress)[0]
 
     @classmethod
-    def build_split(cls, table: PassageTable, cfg: DenseConfig, rows: list[np.ndarray],
+    def build_split(cls, table: PassageTable, cfg: DenseConfig, rows: list[np.ndarray] | None,
                     encoder: Encoder | None = None, progress: bool = True) -> list[DenseRetriever]:
-        """One retriever per entry of ``rows`` (passage rows of ``table``): the corpus is encoded
-        once, each shard gets its own FAISS index of ``cfg.index_type`` over its rows. Raises
-        UserError, before encoding, when a shard is too small for ``cfg`` (``check_buildable``)."""
+        """One retriever per entry of ``rows`` (passage rows of ``table``; None: one over the
+        whole table, without copying it): the corpus is encoded once, each shard gets its own
+        FAISS index of ``cfg.index_type`` over its rows. Raises UserError, before encoding, when
+        a shard is too small for ``cfg`` (``check_buildable``)."""
         encoder = encoder or SentenceTransformerEncoder(cfg.model, cfg.device)
-        for r in rows:
-            check_buildable(len(r), encoder.dim, cfg)
-        log.info("encoding %d passages (batch %d) for %d shards", len(table), cfg.batch_size, len(rows))
+        for size in [len(r) for r in rows] if rows is not None else [len(table)]:
+            check_buildable(size, encoder.dim, cfg)  # before hours of encoding, not after
+        log.info("encoding %d passages (batch %d)%s", len(table), cfg.batch_size,
+                 f" for {len(rows)} shards" if rows is not None else "")
         emb = encoder.encode(corpus_texts(table.titles(), table.texts()), cfg.batch_size, progress)
+        if rows is None:
+            return [cls(table, encoder, build_faiss_index(emb, cfg), cfg)]
         return [cls(table.take(r), encoder, build_faiss_index(np.ascontiguousarray(emb[r]), cfg), cfg) for r in rows]
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
