@@ -29,6 +29,7 @@ import psutil
 from steper_ray.bench.retrieval import find_dev_files
 from steper_ray.config import SteperConfig
 from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.progress import progress
 from steper_ray.retrieval import distributed as dist
 from steper_ray.retrieval.tokenize import corpus_texts
 from steper_ray.summary import write_summary
@@ -162,9 +163,14 @@ def run_index_bench(cfg: SteperConfig, out: Path, data_dir: str | None = None) -
     texts = corpus_texts([p.title for p in passages], [p.text for p in passages])
     parts = [texts[i:i + b.part_passages] for i in range(0, len(texts), b.part_passages)]  # the build's parts
     model, batch = cfg.index.dense.model, cfg.index.dense.batch_size
+    bar = progress()
+    bar.start(4, "sides measured")  # the fourth, the pool's build, then shows its read and encode progress
     single = _single_rate(parts, model, batch, threads)
+    bar.advance()
     together = _concurrent_rate(parts, model, batch, threads, b.actors)
+    bar.advance()
     ray_actors = _ray_actor_rate(parts, model, batch, b.encoder_num_cpus, b.actors)
+    bar.advance()
 
     ix = cfg.index.model_copy(update={
         "kind": "dense", "distributed": True, "shards": 1,
