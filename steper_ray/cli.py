@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -196,8 +196,15 @@ def _staged(console: Console, cfg: SteperConfig, name: str, fn: Any, *args: Any)
 
     log_file = RunLayout(cfg).log_file(name)
     with console.session(name, log_file):
-        result = run_stage(console, name, log_file, fn, *args)
-        shutdown_if_started()  # its forwarded worker output goes to the log, not after the summary
+        try:
+            result = run_stage(console, name, log_file, fn, *args)
+        finally:
+            # inside the session, also after a failure or Ctrl-C: Ray's forwarded worker output
+            # goes to the log, not after the summary or the error
+            try:
+                shutdown_if_started()
+            except KeyboardInterrupt:  # the stage's result stands: its output is already written
+                log.warning("Ctrl-C while Ray shut down, after stage %s ended", name)
     return result
 
 
@@ -289,10 +296,10 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         from steper_ray.retrieval.store import check_index_target
 
         layout = RunLayout(cfg)
-        out = layout.command_index.resolve()
-        if out == layout.run_dir.resolve() or out in layout.run_dir.resolve().parents:
-            raise UserError(f"--out {cfg.index.out} would hold the run directory {layout.run_dir} (its logs): the "
-                            "index is swapped in as a whole directory; give it a directory of its own, "
+        out, logs = layout.command_index.resolve(), layout.logs.resolve()
+        if out == logs or logs in out.parents or out in logs.parents:
+            raise UserError(f"--out {cfg.index.out} would hold or lie inside the run's log directory {layout.logs}: "
+                            "the index is swapped in as a whole directory; give it a directory of its own, "
                             "e.g. --out my_index")
         check_index_target(layout.command_index)  # before the log: a refused build writes nothing
         summary = _staged(console, cfg, "index", run_index, cfg)
@@ -378,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(verbose=args.verbose)
     interrupted = threading.Event()
     try:
-        with _noting_interrupts(interrupted):
+        with _noting_interrupts(interrupted, lambda text: console.print(f"steper-ray {args.command}: {text}", err=True)):
             return _dispatch(args, console)
     except StageFailed as failed:
         cause = failed.__cause__
@@ -403,23 +410,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+INTERRUPT_GRACE_S = 30.0  # after Ctrl-C, how long a library's cleanup may take before the command stops anyway
+
+
 @contextmanager
-def _noting_interrupts(interrupted: threading.Event) -> Iterator[None]:
+def _noting_interrupts(interrupted: threading.Event, say: Callable[[str], None]) -> Iterator[None]:
     """Set ``interrupted`` on Ctrl-C, then raise KeyboardInterrupt as Python does: the
     exception may surface as another one (Ray Data's executor, stopped inside a lock, raises
-    RuntimeError), and the command still reports an interruption, exit 130."""
+    RuntimeError), and the command still reports an interruption, exit 130. A library that
+    swallows the KeyboardInterrupt or hangs in its cleanup cannot keep the command running: a
+    second Ctrl-C, or ``INTERRUPT_GRACE_S`` seconds after the first, ends the process (exit
+    130; every file the product writes is renamed into place whole, so none is left half-written)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    def stop(why: str) -> None:
+        say(f"interrupted ({why}; stopped)")
+        os._exit(130)
+
+    timer = threading.Timer(INTERRUPT_GRACE_S, stop, args=(f"cleanup took over {INTERRUPT_GRACE_S:g} s",))
+    timer.daemon = True
+
     def on_sigint(signum: int, frame: Any) -> None:
+        if interrupted.is_set():
+            stop("Ctrl-C twice")
         interrupted.set()
+        timer.start()
         signal.default_int_handler(signum, frame)
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield
     finally:
+        timer.cancel()
         if previous is not None:  # None: a handler installed from C, which Python cannot restore
             signal.signal(signal.SIGINT, previous)
 

@@ -107,7 +107,8 @@ def _title_dict_entries(file: Path, source: str) -> list[tuple[int, Any, str | N
     if obj is None and _next_line_is_object(lines):
         return None  # JSON Lines whose first line is broken: counted there, the rest read
     try:
-        data = json.loads(read_text(file, source))
+        # pairs, not a dict: a title given twice would otherwise lose its first entry uncounted
+        data = json.loads(read_text(file, source), object_pairs_hook=_Pairs)
     except json.JSONDecodeError as exc:
         if obj is None:
             raise DataError(f"{source} starts like a JSON document but is not valid JSON ({exc}); "
@@ -115,7 +116,22 @@ def _title_dict_entries(file: Path, source: str) -> list[tuple[int, Any, str | N
         return None  # several one-line objects: JSON Lines, each entry judged on its own
     if not _is_title_dict(data):
         return None
-    return [(i, {"title": title, "text": sents}, None) for i, (title, sents) in enumerate(data.items(), start=1)]
+    entries: list[tuple[int, Any, str | None]] = []
+    seen: set[str] = set()
+    for i, (title, sents) in enumerate(data.pairs, start=1):
+        error = "duplicate title (the first entry with it is kept)" if title in seen else None
+        seen.add(title)
+        entries.append((i, {"title": title, "text": sents}, error))
+    return entries
+
+
+class _Pairs(dict):  # type: ignore[type-arg]
+    """A JSON object as ``json.loads`` reads it with every key/value pair kept in ``pairs``
+    (repeated keys included); as a dict, the last value of a key wins, as in JSON."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        super().__init__(pairs)
+        self.pairs = pairs
 
 
 def _next_line_is_object(lines: Iterator[Any]) -> bool:

@@ -87,7 +87,7 @@ class BadRecord:
     """A record that could not be read: where it is and why. Never dropped silently."""
 
     source: str
-    line: int  # 1-based line (JSONL) or list index + 1 (JSON list)
+    line: int  # 1-based line (JSONL, TSV), or entry number from 1 (a JSON list, a JSON dict title -> sentences)
     record_id: str | None
     reason: str
 

@@ -28,6 +28,14 @@ FORMAT_VERSION = 1
 
 
 def rebuild_hint(path: Path) -> str:
+    """How to make the index at ``path``: the index command, or, for the hidden work directory
+    of an unfinished distributed build (``.<name>.build`` with its ``work.json``), the index it
+    was building."""
+    path = Path(path)
+    if path.name.startswith(".") and path.name.endswith(".build") and (path / "work.json").is_file():
+        target = path.with_name(path.name[1:-len(".build")])
+        return (f"it is the work directory of an unfinished build of the index {target}: rerun that "
+                f"`steper-ray index ... --out {target}` command to finish it, and query {target}")
     return (
         f"rebuild it with `steper-ray index --dataset DATA --kind bm25|dense --out {path}` "
         "(or --corpus CORPUS)"

@@ -96,7 +96,8 @@ def test_index_summary_carries_the_unspaced_script_warning(tmp_path: Path, capsy
          "needs index.bm25.backend=bm25s"),
         (["index", "--corpus", "sample:musique/dev.jsonl", "--format", "musique", "--shards", "65"], "index.shards"),
         (["pipeline", "retrieval.k=0", "index.kindd=dense"], "2 problem(s)"),
-        (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--out", "."], "would hold the run directory"),
+        (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--out", "."], "would hold or lie inside the run's log"),
+        (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--out", "runs/local/logs"], "run's log directory"),
         (["index", "--corpus", "sample:hotpotqa/dev.jsonl"], "a dataset file is indexed with --dataset"),
     ],
 )
@@ -143,6 +144,38 @@ def test_an_error_after_ctrl_c_is_reported_as_the_interruption(capsys: pytest.Ca
     monkeypatch.setattr(cli, "_dispatch", plain_failure)
     with pytest.raises(RuntimeError, match="a real bug"):
         main(["index", "--dataset", "sample:hotpotqa/dev.jsonl"])
+
+
+_SWALLOWING = """
+import os, signal, sys, threading, time
+from steper_ray import cli
+
+cli.INTERRUPT_GRACE_S = 1.0
+
+def swallows(args, console):  # a library that eats Ctrl-C and goes on, or hangs in its cleanup
+    for _ in range(int(sys.argv[1])):
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            time.sleep(0.6)
+        except KeyboardInterrupt:
+            pass
+    time.sleep(60)
+    return 0
+
+cli._dispatch = swallows
+sys.exit(cli.main(["index", "--dataset", "sample:hotpotqa/dev.jsonl"]))
+"""
+
+
+@pytest.mark.parametrize(("signals", "why"), [(1, "cleanup took over 1 s"), (2, "Ctrl-C twice")])
+def test_a_swallowed_or_repeated_ctrl_c_still_stops_the_command(signals: int, why: str) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SWALLOWING, str(signals)], capture_output=True, text=True,
+                          timeout=50)
+    assert done.returncode == 130
+    assert done.stderr.strip().splitlines()[-1] == f"steper-ray index: interrupted ({why}; stopped)"
 
 
 def test_retrieve_bad_k_and_empty_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -74,6 +74,26 @@ def test_a_broken_first_line_is_one_bad_line_of_json_lines(tmp_path: Path) -> No
     assert [p.title for p in read_corpus(doc).passages] == ["Title A", "Title B"]
 
 
+def test_a_title_given_twice_in_a_json_dict_is_counted(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.json"
+    doc.write_text('{\n  "Alpha": ["First."],\n  "Beta": ["Two."],\n  "Alpha": ["Again."],\n  "Gamma": 5\n}\n')
+    read = read_corpus(doc)
+    assert [(p.title, p.text) for p in read.passages] == [("Alpha", "First."), ("Beta", "Two.")]
+    assert [(b.line, b.record_id, b.reason) for b in read.bad] == [
+        (3, "Alpha", "duplicate title (the first entry with it is kept)"),
+        (4, "Gamma", "field 'text' is a JSON int, not a string or a list of sentences")]
+
+
+def test_querying_a_build_work_directory_points_to_its_index(tmp_path: Path) -> None:
+    from steper_ray.retrieval.store import check_index_dir
+
+    work = work_dir(tmp_path / "ix")
+    work.mkdir()
+    (work / "work.json").write_text("{}")
+    with pytest.raises(UserError, match=f"work directory of an unfinished build of the index {tmp_path / 'ix'}"):
+        check_index_dir(work)
+
+
 def test_a_dataset_file_given_as_a_corpus_points_to_dataset() -> None:
     with pytest.raises(DataError, match="a dataset file is indexed with --dataset"):
         read_corpus("sample:hotpotqa/dev.jsonl")
