@@ -42,7 +42,7 @@ def atomic_dir(out: Path) -> Iterator[Path]:
     """Build into a temporary sibling and swap it in only when complete, so an interrupted
     build never leaves a half-written directory where a good one (or nothing) was. Callers
     check first (``refuse_foreign``) that ``out`` is theirs to replace."""
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # '.' or 'x/..' has no name to make a sibling of
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)

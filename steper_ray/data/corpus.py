@@ -63,18 +63,31 @@ class CorpusRead:
         }
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type (RFC 8259: object, array, string, number, ...)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}.get(
+        next((t for t in (dict, list, str) if isinstance(value, t)), type(None)), "null")
+
+
 def _corpus_entry(item: Any) -> tuple[Passage, bool]:
     """A passage and whether its id was given (else it is derived from title + text)."""
     if not isinstance(item, dict):
-        raise ValueError(f"entry is a JSON {type(item).__name__}, not an object")
+        raise ValueError(f"entry is a JSON {_json_type(item)}, not an object")
     title = item.get("title", "")
     text = next((item[k] for k in _TEXT_KEYS if k in item), None)
     if not isinstance(title, str):
         raise ValueError("field 'title' is not a string")
     if isinstance(text, list):
-        text = " ".join(s.strip() for s in text if isinstance(s, str) and s.strip())
+        odd = [s for s in text if not isinstance(s, str)]
+        if odd:  # never a sentence dropped uncounted
+            raise ValueError(f"field 'text' holds a JSON {_json_type(odd[0])} among its sentences, not only strings")
+        text = " ".join(s.strip() for s in text if s.strip())
     if text is not None and not isinstance(text, str):
-        raise ValueError(f"field 'text' is a JSON {type(text).__name__}, not a string or a list of sentences")
+        raise ValueError(f"field 'text' is a JSON {_json_type(text)}, not a string or a list of sentences")
     if text is None or not text.strip():
         raise ValueError("field 'text' is missing or empty")
     pid = item.get("id")

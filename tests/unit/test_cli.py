@@ -98,6 +98,8 @@ def test_index_summary_carries_the_unspaced_script_warning(tmp_path: Path, capsy
         (["pipeline", "retrieval.k=0", "index.kindd=dense"], "2 problem(s)"),
         (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--out", "."], "would hold or lie inside the run's log"),
         (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--out", "runs/local/logs"], "run's log directory"),
+        (["index", "--dataset", "sample:hotpotqa/dev.jsonl", "--out", ".", "run_dir=../elsewhere-run"],
+         "is the current directory or holds it"),
         (["index", "--corpus", "sample:hotpotqa/dev.jsonl"], "a dataset file is indexed with --dataset"),
     ],
 )

@@ -67,7 +67,7 @@ def test_a_broken_first_line_is_one_bad_line_of_json_lines(tmp_path: Path) -> No
     assert [p.id for p in read.passages] == ["2"]
     reasons = read.summary()["bad_reasons"]
     assert sum(reasons.values()) == 2 and any(r.startswith("invalid JSON") for r in reasons)
-    assert "field 'text' is a JSON int, not a string or a list of sentences" in reasons
+    assert "field 'text' is a JSON number, not a string or a list of sentences" in reasons
     # a JSON document over several lines is still one document
     doc = tmp_path / "doc.json"
     doc.write_text('{\n  "Title A": ["One.", "Two."],\n  "Title B": ["Three."]\n}\n')
@@ -76,12 +76,15 @@ def test_a_broken_first_line_is_one_bad_line_of_json_lines(tmp_path: Path) -> No
 
 def test_a_title_given_twice_in_a_json_dict_is_counted(tmp_path: Path) -> None:
     doc = tmp_path / "doc.json"
-    doc.write_text('{\n  "Alpha": ["First."],\n  "Beta": ["Two."],\n  "Alpha": ["Again."],\n  "Gamma": 5\n}\n')
+    doc.write_text('{\n  "Alpha": ["First."],\n  "Beta": ["Two."],\n  "Alpha": ["Again."],\n  "Gamma": 5,\n'
+                   '  "Delta": ["ok", 3],\n  "Eps": {"x": 1}\n}\n')
     read = read_corpus(doc)
     assert [(p.title, p.text) for p in read.passages] == [("Alpha", "First."), ("Beta", "Two.")]
     assert [(b.line, b.record_id, b.reason) for b in read.bad] == [
         (3, "Alpha", "duplicate title (the first entry with it is kept)"),
-        (4, "Gamma", "field 'text' is a JSON int, not a string or a list of sentences")]
+        (4, "Gamma", "field 'text' is a JSON number, not a string or a list of sentences"),
+        (5, "Delta", "field 'text' holds a JSON number among its sentences, not only strings"),
+        (6, "Eps", "field 'text' is a JSON object, not a string or a list of sentences")]
 
 
 def test_querying_a_build_work_directory_points_to_its_index(tmp_path: Path) -> None:
