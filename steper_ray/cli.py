@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -414,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 INTERRUPT_GRACE_S = 30.0  # after Ctrl-C, how long a library's cleanup may take before the command stops anyway
+SAME_INTERRUPT_S = 0.5  # a second SIGINT sooner than this is the first one delivered again, not a second Ctrl-C
 
 
 @contextmanager
@@ -435,9 +437,14 @@ def _noting_interrupts(interrupted: threading.Event, say: Callable[[str], None])
     timer = threading.Timer(INTERRUPT_GRACE_S, stop, args=(f"cleanup took over {INTERRUPT_GRACE_S:g} s",))
     timer.daemon = True
 
+    first: list[float] = []
+
     def on_sigint(signum: int, frame: Any) -> None:
-        if interrupted.is_set():
+        if first:
+            if time.monotonic() - first[0] < SAME_INTERRUPT_S:
+                return  # the same interrupt delivered twice (`timeout -s INT` signals the process and its group)
             stop("Ctrl-C twice")
+        first.append(time.monotonic())
         interrupted.set()
         timer.start()
         signal.default_int_handler(signum, frame)

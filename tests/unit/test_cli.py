@@ -157,9 +157,9 @@ cli.INTERRUPT_GRACE_S = 1.0
 
 def swallows(args, console):  # a library that eats Ctrl-C and goes on, or hangs in its cleanup
     for _ in range(int(sys.argv[1])):
-        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        threading.Timer(0.7, os.kill, (os.getpid(), signal.SIGINT)).start()  # 0.7 s apart: two Ctrl-Cs
         try:
-            time.sleep(0.6)
+            time.sleep(1.5)
         except KeyboardInterrupt:
             pass
     time.sleep(60)
