@@ -298,11 +298,10 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
 
         layout = RunLayout(cfg)
         out, logs = layout.command_index.resolve(), layout.logs.resolve()
-        cwd = Path.cwd().resolve()
-        if out == logs or logs in out.parents or out in logs.parents or out == cwd or out in cwd.parents:
-            where = (f"would hold or lie inside the run's log directory {layout.logs}"
-                     if out == logs or logs in out.parents or out in logs.parents
-                     else "is the current directory or holds it")
+        where = (f"would hold or lie inside the run's log directory {layout.logs}"
+                 if out.is_relative_to(logs) or logs.is_relative_to(out)
+                 else "is the current directory or holds it" if Path.cwd().resolve().is_relative_to(out) else None)
+        if where:
             raise UserError(f"--out {cfg.index.out} {where}: the index is swapped in as a whole directory; "
                             "give it a directory of its own, e.g. --out my_index")
         check_index_target(layout.command_index)  # before the log: a refused build writes nothing

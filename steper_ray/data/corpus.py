@@ -65,12 +65,15 @@ class CorpusRead:
 
 def _json_type(value: Any) -> str:
     """The JSON name of a decoded value's type (RFC 8259: object, array, string, number, ...)."""
-    if isinstance(value, bool):
+    if isinstance(value, bool):  # before int: a bool is an int in Python
         return "boolean"
     if isinstance(value, (int, float)):
         return "number"
-    return {dict: "object", list: "array", str: "string"}.get(
-        next((t for t in (dict, list, str) if isinstance(value, t)), type(None)), "null")
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    return "string" if isinstance(value, str) else "null"
 
 
 def _corpus_entry(item: Any) -> tuple[Passage, bool]:
