@@ -92,6 +92,7 @@ def main() -> None:
         "mfu": round(tps * flops_per_token / peak, 4) if peak else None,
         "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
     }))
+    torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# GPU checks in one run, for a one-GPU machine without Ray or vLLM: the GPU tests, then
+# bench/gpu_train.py at three shapes. Writes gpu_tests.log and gpu_train.jsonl to DIR.
+#   bash bench/gpu_check.sh DIR
+# Needs torch with CUDA, transformers, deepspeed, pydantic, pyyaml and pytest.
+out="${1:?usage: bash bench/gpu_check.sh OUT_DIR}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+py="${PYTHON:-python3}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+"$py" -c "import torch, transformers, deepspeed; print('torch', torch.__version__, 'transformers', transformers.__version__, 'deepspeed', deepspeed.__version__)" 2>&1 | tail -1 | tee -a "$out/gpu.txt"
+"$py" -m pytest tests/gpu -p no:cacheprovider -v 2>&1 | tee "$out/gpu_tests.log" | tail -8
+for shape in "--micro-batch 8 --seq-len 2048" "--micro-batch 16 --seq-len 2048" "--micro-batch 32 --seq-len 2048 --grad-ckpt"; do
+  # shellcheck disable=SC2086
+  "$py" bench/gpu_train.py --steps 20 $shape 2>>"$out/gpu_train.err" | tail -1 | tee -a "$out/gpu_train.jsonl"
+done
