@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from steper_ray.data.paths import resolve_data_path
-from steper_ray.data.readers import iter_json_records
+from steper_ray.data.readers import iter_json_document, iter_json_records
 from steper_ray.data.records import BadRecord, Passage, QuestionRecord, passage_id
-from steper_ray.data.textfile import first_char, iter_lines, read_text
+from steper_ray.data.textfile import first_char, iter_lines
 from steper_ray.errors import DataError
 
 __all__ = ["CorpusRead", "CorpusScan", "extract_corpus", "passage_id", "read_corpus"]
@@ -106,8 +106,10 @@ def _is_title_dict(data: Any) -> bool:
     return isinstance(data, dict) and not any(k in data for k in _TEXT_KEYS)
 
 
-def _title_dict_entries(file: Path, source: str) -> list[tuple[int, Any, str | None]] | None:
-    """The entries of a JSON ``title -> sentences`` document, or None for a JSON Lines file."""
+def _title_dict_entries(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]] | None:
+    """The entries of a JSON ``title -> sentences`` document, streamed, or None for a JSON Lines
+    file. Deciding reads the document once (``iter_json_document``, stopping at a text key);
+    the entries are then streamed from a second pass, never the whole document in memory."""
     if first_char(file, source) != "{":
         return None
     lines = iter_lines(file, source)
@@ -123,31 +125,22 @@ def _title_dict_entries(file: Path, source: str) -> list[tuple[int, Any, str | N
     if obj is None and _next_line_is_object(lines):
         return None  # JSON Lines whose first line is broken: counted there, the rest read
     try:
-        # pairs, not a dict: a title given twice would otherwise lose its first entry uncounted
-        data = json.loads(read_text(file, source), object_pairs_hook=_Pairs)
-    except json.JSONDecodeError as exc:
+        if any(key in _TEXT_KEYS for key, _ in iter_json_document(file, source, "pairs")):
+            return None  # one {title, text} entry spread over lines: judged as JSON Lines
+    except DataError:
         if obj is None:
-            raise DataError(f"{source} starts like a JSON document but is not valid JSON ({exc}); "
-                            "fix the file, or write one {id?, title, text} object per line") from None
+            raise
         return None  # several one-line objects: JSON Lines, each entry judged on its own
-    if not _is_title_dict(data):
-        return None
-    entries: list[tuple[int, Any, str | None]] = []
+    return _title_dict_stream(file, source)
+
+
+def _title_dict_stream(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]]:
     seen: set[str] = set()
-    for i, (title, sents) in enumerate(data.pairs, start=1):
+    for i, (title, sents) in enumerate(iter_json_document(file, source, "pairs"), start=1):
+        # every pair, not a dict: a title given twice is counted, not silently overwritten
         error = "duplicate title (the first entry with it is kept)" if title in seen else None
         seen.add(title)
-        entries.append((i, {"title": title, "text": sents}, error))
-    return entries
-
-
-class _Pairs(dict):  # type: ignore[type-arg]
-    """A JSON object as ``json.loads`` reads it with every key/value pair kept in ``pairs``
-    (repeated keys included); as a dict, the last value of a key wins, as in JSON."""
-
-    def __init__(self, pairs: list[tuple[str, Any]]):
-        super().__init__(pairs)
-        self.pairs = pairs
+        yield i, {"title": title, "text": sents}, error
 
 
 def _next_line_is_object(lines: Iterator[Any]) -> bool:
@@ -284,8 +277,9 @@ def _content_hash(passage: Passage) -> int:
 def read_corpus(path: str | Path) -> CorpusRead:
     """Read a corpus file: JSON Lines or a JSON list of ``{id?, title, text}``, a JSON dict
     ``title -> sentences``, or a TSV with a header (``*.tsv``, ``*.tsv.gz``: ``iter_tsv_records``);
-    gzip, a BOM and CRLF line ends are fine (``data.textfile``). Its passages are one list: a
-    corpus too big for that is streamed (``CorpusScan``) by the distributed index build.
+    gzip, a BOM and CRLF line ends are fine (``data.textfile``). Every format is read entry by
+    entry (JSON documents with ijson), but the passages returned are one list: a corpus too big
+    for that is streamed (``CorpusScan``) by the distributed index build.
 
     A given id is the passage's key: a repeated id is a bad entry (the first is kept), and a
     passage whose text repeats another's under its own id is kept (and counted). Entries

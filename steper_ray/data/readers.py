@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ijson
+
 from steper_ray.data.paths import resolve_data_path
 from steper_ray.data.records import (
     UNANSWERABLE_SUFFIX,
@@ -22,7 +24,7 @@ from steper_ray.data.records import (
     ReadResult,
     missing_passage_id,
 )
-from steper_ray.data.textfile import first_char, iter_lines, read_text
+from steper_ray.data.textfile import check_utf8, first_char, iter_lines, open_bytes
 from steper_ray.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,30 @@ class RecordError(ValueError):
     """Why one record is unusable; becomes a BadRecord."""
 
 
+def iter_json_document(path: Path, source: str, top: str) -> Iterator[Any]:
+    """Stream the top level of a JSON document with ijson (its C backend), never holding the
+    document: ``top="items"`` yields the elements of a list, ``top="pairs"`` the (key, value)
+    pairs of an object, a repeated key each time it appears. Numbers are int or float, as
+    ``json.loads`` gives them.
+
+    Raises DataError when the text is not UTF-8 (``textfile.check_utf8``'s message) or not one
+    valid JSON document; the entries before the break have been yielded by then.
+    """
+    try:
+        with open_bytes(path, source) as fh:
+            yield from (ijson.items(fh, "item", use_float=True) if top == "items"
+                        else ijson.kvitems(fh, "", use_float=True))
+    except ijson.JSONError as exc:
+        check_utf8(path, source)
+        what = "a JSON list" if top == "items" else "a JSON document"
+        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]  # yajl adds a caret drawing
+        raise DataError(f"{source} starts like {what} but is not valid JSON ({reason}); fix the "
+                        "file, or convert it to JSON Lines so that bad records can be skipped") from None
+
+
 def iter_json_records(path: Path, source: str | None = None) -> Iterator[tuple[int, Any, str | None]]:
-    """Yield (line, record, error) from a JSON list or a JSON Lines file.
+    """Yield (line, record, error) from a JSON list (streamed, ``iter_json_document``; "line" is
+    the element's number) or a JSON Lines file.
 
     The file is opened by ``steper_ray.data.textfile`` (gzip, BOM, line ends, encodings): a
     JSON Lines line that is not UTF-8 or not JSON is yielded with its error. Raises DataError
@@ -43,16 +67,7 @@ def iter_json_records(path: Path, source: str | None = None) -> Iterator[tuple[i
     """
     source = source or str(path)
     if first_char(path, source) == "[":
-        try:
-            items = json.loads(read_text(path, source))
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                f"{source} starts like a JSON list but is not valid JSON ({exc}); "
-                "fix the file or convert it to JSON Lines so bad records can be skipped"
-            ) from None
-        if not isinstance(items, list):
-            raise DataError(f"{source} is a JSON {type(items).__name__}, not a list of records")
-        for i, item in enumerate(items, start=1):
+        for i, item in enumerate(iter_json_document(path, source, "items"), start=1):
             yield i, item, None
         return
     for line in iter_lines(path, source):

@@ -13,6 +13,7 @@ encodings and line ends, so every reader (datasets, corpora, query files) follow
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import zlib
 from collections.abc import Iterator
@@ -137,26 +138,31 @@ def _empty_error(source: str, blank_lines: int) -> DataError:
                      "file you meant (a gzip file is decompressed first)")
 
 
-def read_text(path: str | Path, source: str | None = None) -> str:
-    """The whole file as text (for JSON documents that are not one record per line).
-
-    Raises DataError when it is empty or not UTF-8 (naming the position and the likely encoding).
-    """
+def check_utf8(path: str | Path, source: str | None = None) -> None:
+    """Raise DataError when the file's text is not UTF-8, naming the line and the likely
+    encoding; read in chunks, never whole. For a streamed JSON document that failed to parse:
+    bytes in another encoding are the more useful thing to report than the JSON error."""
     source = source or str(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 1
     with open_bytes(path, source) as fh:
-        data = fh.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        enc = guess_encoding(data[max(0, exc.start - 200):exc.start + 200])
-        raise DataError(
-            f"{source} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line} cannot be "
-            f"decoded; it looks like {enc}); {_convert_hint(source, enc)}"
-        ) from None
-    if not text.strip():
-        raise _empty_error(source, data.count(b"\n"))
-    return text
+        while True:
+            chunk = fh.read(1 << 20)
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                # exc.object: this chunk after the (newline-free) tail of a character the
+                # decoder held back from the last one
+                data, at = exc.object, exc.start
+                line = lines + data.count(b"\n", 0, at)
+                enc = guess_encoding(data[max(0, at - 200):at + 200])
+                raise DataError(
+                    f"{source} is not UTF-8 text (byte 0x{data[at]:02x} on line {line} cannot be "
+                    f"decoded; it looks like {enc}); {_convert_hint(source, enc)}"
+                ) from None
+            if not chunk:
+                return
+            lines += chunk.count(b"\n")
 
 
 # One reason for every such line, so summaries group them (the line number says where).

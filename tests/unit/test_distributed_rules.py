@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -85,6 +86,28 @@ def test_a_title_given_twice_in_a_json_dict_is_counted(tmp_path: Path) -> None:
         (4, "Gamma", "field 'text' is a JSON number, not a string or a list of sentences"),
         (5, "Delta", "field 'text' holds a JSON number among its sentences, not only strings"),
         (6, "Eps", "field 'text' is a JSON object, not a string or a list of sentences")]
+
+
+@pytest.mark.parametrize("shape", ["list", "dict"])
+def test_json_documents_are_streamed_entry_by_entry(tmp_path: Path, shape: str) -> None:
+    entries = [{"id": f"p{i}", "title": f"T{i}", "text": f"text {i}"} for i in range(3)]
+    whole = (json.dumps(entries, indent=1) if shape == "list"
+             else json.dumps({e["title"]: [e["text"]] for e in entries}, indent=1))
+    good = tmp_path / f"good.{shape}.json.gz"
+    good.write_bytes(gzip.compress(whole.encode()))
+    assert [p.title for p in read_corpus(good).passages] == ["T0", "T1", "T2"]
+    cut = tmp_path / f"cut.{shape}.json"
+    cut.write_text(whole[: whole.index("T2") - 2])  # cut off after its second entry
+    scan = CorpusScan(cut).passages()
+    if shape == "list":  # its first entries come out before the error: no whole-document parse
+        assert [next(scan).title, next(scan).title] == ["T0", "T1"]
+    # a dict is checked for text keys in a first streamed pass, which meets the break
+    with pytest.raises(DataError, match=r"is not valid JSON \(parse error: premature EOF\); fix .*JSON Lines"):
+        next(scan)
+    latin = tmp_path / f"latin.{shape}.json"
+    latin.write_bytes(whole.replace("text 2", "caf\u00e9").encode("latin-1"))
+    with pytest.raises(DataError, match=r"is not UTF-8 text \(byte 0xe9 on line \d+ .*iconv"):
+        read_corpus(latin)
 
 
 def test_querying_a_build_work_directory_points_to_its_index(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from steper_ray.cli import main
 from steper_ray.commands.retrieve import read_queries
 from steper_ray.data import read_corpus, read_dataset
 from steper_ray.data.paths import SAMPLE_DIR
-from steper_ray.data.textfile import ENCODING_WINDOW, first_char, iter_lines, read_text
+from steper_ray.data.textfile import ENCODING_WINDOW, first_char, iter_lines
 from steper_ray.errors import DataError
 
 SAMPLES = sorted(p for p in SAMPLE_DIR.rglob("*") if p.suffix in {".json", ".jsonl"})
@@ -115,7 +115,7 @@ def test_bom_is_ignored_everywhere(tmp_path: Path) -> None:
     queries = tmp_path / "q.jsonl"
     queries.write_bytes(bom + b'{"question": "capital of Mountrail County"}\n')
     assert read_queries(queries) == ["capital of Mountrail County"]  # not the raw JSON line
-    assert first_char(listed) == "[" and read_text(jsonl).startswith("{")
+    assert first_char(listed) == "[" and next(iter_lines(jsonl)).text.startswith("{")
 
 
 def test_lines_split_at_newline_only(tmp_path: Path) -> None:
