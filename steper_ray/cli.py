@@ -387,29 +387,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     console = Console(verbose=args.verbose)
     interrupted = threading.Event()
+
+    def say(text: str) -> None:
+        console.print(f"steper-ray {args.command}: {text}", err=True)
+
+    def stopped_by_ctrl_c() -> int:
+        say("interrupted")
+        return 130
+
     try:
-        with _noting_interrupts(interrupted, lambda text: console.print(f"steper-ray {args.command}: {text}", err=True)):
+        with _noting_interrupts(interrupted, say):
             return _dispatch(args, console)
     except StageFailed as failed:
         cause = failed.__cause__
         if interrupted.is_set():  # a library's cleanup failing after Ctrl-C is still the Ctrl-C
-            console.print(f"steper-ray {args.command}: interrupted", err=True)
-            return 130
+            return stopped_by_ctrl_c()
         if isinstance(cause, UserError):
-            console.print(f"steper-ray {args.command}: error: {cause}", err=True)
+            say(f"error: {cause}")
             return 2
-        console.print(f"steper-ray {args.command}: {type(cause).__name__}: {cause} (traceback in {failed})", err=True)
+        say(f"{type(cause).__name__}: {cause} (traceback in {failed})")
         return 1
     except UserError as exc:
-        console.print(f"steper-ray {args.command}: error: {exc}", err=True)
+        say(f"error: {exc}")
         return 2
     except KeyboardInterrupt:
-        console.print(f"steper-ray {args.command}: interrupted", err=True)
-        return 130
+        return stopped_by_ctrl_c()
     except Exception:
         if interrupted.is_set():
-            console.print(f"steper-ray {args.command}: interrupted", err=True)
-            return 130
+            return stopped_by_ctrl_c()
         raise
 
 
