@@ -38,7 +38,10 @@ def main() -> None:
     from steper_ray.train.deepspeed_config import build_deepspeed_config
     from steper_ray.train.loss import StepERLoss, per_task_token_ce
 
-    assert torch.cuda.is_available(), "needs a CUDA GPU"
+    if not torch.cuda.is_available():
+        print("bench/gpu_train.py: needs a CUDA GPU (torch.cuda.is_available() is False); "
+              "steper-ray bench training measures training on CPU", file=sys.stderr)
+        sys.exit(2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
