@@ -4,6 +4,7 @@ repeated to ``--passages``, at several batch sizes, in float32 (the product's se
 float16. Prints one JSON line per (dtype, batch size).
 
     python bench/gpu_encode.py [--model minilm|DIR] [--passages 200000] [--batch-sizes 64,256,1024]
+                               [--device cuda|cpu]
 
 Needs torch, sentence-transformers, bm25s, pydantic and pyyaml (not Ray, not FAISS).
 """
@@ -24,10 +25,15 @@ def main() -> None:
     ap.add_argument("--model", default="minilm", help="'minilm' or a sentence-transformers directory")
     ap.add_argument("--passages", type=int, default=200_000)
     ap.add_argument("--batch-sizes", default="64,256,1024")
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--device", default="cuda", help="cuda[:N], or cpu (slow: ~15 passages/s per core)")
     args = ap.parse_args()
 
     import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("bench/gpu_encode.py: no CUDA GPU (torch.cuda.is_available() is False); pass --device cpu "
+              "with a small --passages to run it on CPU, or use steper-ray bench index", file=sys.stderr)
+        sys.exit(2)
 
     from steper_ray.data import extract_corpus, read_dataset
     from steper_ray.retrieval.dense import SentenceTransformerEncoder
@@ -54,7 +60,7 @@ def main() -> None:
             dt = time.perf_counter() - t0
             print(json.dumps({
                 "benchmark": "gpu_encode", "device": name, "model": args.model, "dtype": dtype,
-                "batch_size": bs, "passages": len(texts), "distinct_passages": len(real),
+                "batch_size": bs, "passages": len(texts), "distinct_passages": len(set(texts)),
                 "dim": int(emb.shape[1]), "seconds": round(dt, 2),
                 "passages_per_s": round(len(texts) / dt, 1),
             }), flush=True)

@@ -85,15 +85,17 @@ def main() -> None:
     tps = tokens_per_step * len(times) / sum(times)
     name = torch.cuda.get_device_name(0)
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
-    # 6 N per token for forward + backward, plus attention (12 L h s per token)
-    flops_per_token = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq_len
+    # 6 N per token for forward + backward over the matmul weights (the input embedding is a
+    # lookup), plus attention, 12 L h s per token (PaLM, Chowdhery et al. 2022, appendix B)
+    n_matmul = n_params - model.get_input_embeddings().weight.numel()
+    flops_per_token = 6 * n_matmul + 12 * cfg.num_hidden_layers * cfg.hidden_size * args.seq_len
     print(json.dumps({
         "benchmark": "gpu_train", "gpu": name, "params": n_params, "dtype": "bf16", "zero_stage": 2,
         "micro_batch": args.micro_batch, "seq_len": args.seq_len, "grad_ckpt": args.grad_ckpt,
         "steps_timed": len(times), "step_s": round(sum(times) / len(times), 4),
         "tokens_per_s": round(tps, 1),
         "mfu": round(tps * flops_per_token / peak, 4) if peak else None,
-        "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+        "peak_mem_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
     }))
     torch.distributed.destroy_process_group()
 

@@ -101,9 +101,14 @@ def _corpus_entry(item: Any) -> tuple[Passage, bool]:
     return Passage(str(pid), title, text.strip()), True
 
 
+# Keys that make an object one record (a passage, or a dataset question given as a corpus)
+# rather than a title -> sentences dict; a dict with a passage titled "id" is read as a record.
+_RECORD_KEYS = (*_TEXT_KEYS, "title", "id", "question")
+
+
 def _is_title_dict(data: Any) -> bool:
-    """``{title: sentences}``, not a single ``{title, text}`` entry."""
-    return isinstance(data, dict) and not any(k in data for k in _TEXT_KEYS)
+    """``{title: sentences}``, not a single ``{id?, title, text}`` entry."""
+    return isinstance(data, dict) and not any(k in data for k in _RECORD_KEYS)
 
 
 def _title_dict_entries(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]] | None:
@@ -125,7 +130,7 @@ def _title_dict_entries(file: Path, source: str) -> Iterator[tuple[int, Any, str
     if obj is None and _next_line_is_object(lines):
         return None  # JSON Lines whose first line is broken: counted there, the rest read
     try:
-        if any(key in _TEXT_KEYS for key, _ in iter_json_document(file, source, "pairs")):
+        if any(key in _RECORD_KEYS for key, _ in iter_json_document(file, source, "pairs")):
             return None  # one {title, text} entry spread over lines: judged as JSON Lines
     except DataError:
         if obj is None:
@@ -166,6 +171,8 @@ def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | 
     columns (``id``, ``title``, ``text`` in any order, e.g. DPR's ``id text title`` Wikipedia
     passages); quoted fields as the ``csv`` module reads them. Raises DataError when the header
     has no ``text`` column."""
+    # csv's default field limit (128 KiB) would refuse a long passage JSON Lines reads fine
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
     lines = iter_lines(file, source)
     header = next(lines, None)
     names = next(csv.reader([header.text], delimiter="\t")) if header and header.text else []
@@ -248,8 +255,8 @@ class CorpusScan:
         if not self.count:
             first = "; ".join(f"line {b.line}: {b.reason}" for b in self.bad[:3])
             raise DataError(f"{source} holds no usable passages ({len(self.bad)} bad entries"
-                            f"{': ' + first if first else ''}); expected JSONL of {{id?, title, text}}, a JSON "
-                            "dict title -> sentences or a TSV (*.tsv, *.tsv.gz) with an id, title, text header"
+                            f"{': ' + first if first else ''}); expected JSONL or a JSON list of {{id?, title, text}}, "
+                            "a JSON dict title -> sentences or a TSV (*.tsv, *.tsv.gz) with an id, title, text header"
                             + ("; its entries hold questions: a dataset file is indexed with --dataset "
                                "(index.dataset), which takes its paragraphs" if questions else ""))
         if self.bad or self.merged or self.same_text:

@@ -56,7 +56,7 @@ class Line:
 
 def _convert_hint(source: str, encoding: str) -> str:
     path = Path(source)
-    target = path.with_name(f"{path.stem}.utf8{path.suffix}").name
+    target = path.with_name(f"{path.stem}.utf8{path.suffix}")  # beside the file, not in the cwd
     return f"convert it to UTF-8, e.g. `iconv -f {encoding} -t UTF-8 {source} > {target}`"
 
 
@@ -145,6 +145,7 @@ def check_utf8(path: str | Path, source: str | None = None) -> None:
     source = source or str(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines = 1
+    utf8_before = False  # non-ASCII text decoded as UTF-8 ahead of the bad byte
     with open_bytes(path, source) as fh:
         while True:
             chunk = fh.read(1 << 20)
@@ -155,6 +156,12 @@ def check_utf8(path: str | Path, source: str | None = None) -> None:
                 # decoder held back from the last one
                 data, at = exc.object, exc.start
                 line = lines + data.count(b"\n", 0, at)
+                if utf8_before or not data[:at].isascii():
+                    # converting the whole file would garble the UTF-8 it already holds
+                    raise DataError(
+                        f"{source} is UTF-8 text with an invalid byte (0x{data[at]:02x} on line "
+                        f"{line}): fix or remove that byte there; do not convert the whole file, "
+                        "whose other non-ASCII text is already UTF-8") from None
                 enc = guess_encoding(data[max(0, at - 200):at + 200])
                 raise DataError(
                     f"{source} is not UTF-8 text (byte 0x{data[at]:02x} on line {line} cannot be "
@@ -163,6 +170,7 @@ def check_utf8(path: str | Path, source: str | None = None) -> None:
             if not chunk:
                 return
             lines += chunk.count(b"\n")
+            utf8_before = utf8_before or not chunk.isascii()
 
 
 # One reason for every such line, so summaries group them (the line number says where).

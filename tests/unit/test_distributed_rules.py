@@ -110,6 +110,36 @@ def test_json_documents_are_streamed_entry_by_entry(tmp_path: Path, shape: str) 
         read_corpus(latin)
 
 
+def test_a_one_line_record_is_never_read_as_a_title_dict(tmp_path: Path) -> None:
+    # one passage with a misspelt text field: a bad entry, not passages titled "title"/"body"
+    odd = _corpus(tmp_path / "odd.jsonl", [json.dumps({"title": "Foo", "body": "bar text"})])
+    with pytest.raises(DataError, match=r"no usable passages \(1 bad entries: line 1: field 'text' is missing"):
+        read_corpus(odd)
+    # one dataset question on one line: the --dataset hint, as for a file of several
+    question = _corpus(tmp_path / "q.jsonl", [json.dumps({"id": "q1", "question": "Who?", "answer": "x",
+                                                          "paragraphs": [{"title": "T", "paragraph_text": "p"}]})])
+    with pytest.raises(DataError, match="a dataset file is indexed with --dataset"):
+        read_corpus(question)
+
+
+def test_utf8_with_one_stray_byte_says_fix_the_byte_and_tsv_takes_long_fields(tmp_path: Path) -> None:
+    mixed = tmp_path / "mixed.json"
+    mixed.write_bytes(json.dumps([{"title": "Z\u00fcrich", "text": "a city"}, {"title": "B", "text": "caf"}],
+                                 ensure_ascii=False, indent=1).encode().replace(b'"caf"', b'"caf\xe9"'))
+    with pytest.raises(DataError, match=r"UTF-8 text with an invalid byte \(0xe9 on line 8\): fix or remove") as err:
+        read_corpus(mixed)
+    assert "iconv" not in str(err.value)  # converting would garble the UTF-8 already there
+    latin = tmp_path / "sub" / "latin.json"
+    latin.parent.mkdir()
+    latin.write_bytes(b'[{"title": "B", "text": "caf\xe9"}]')
+    with pytest.raises(DataError, match="iconv") as err:
+        read_corpus(latin)
+    assert str(tmp_path / "sub" / "latin.utf8.json") in str(err.value)  # written beside the file
+    tsv = tmp_path / "long.tsv"
+    tsv.write_text("id\ttitle\ttext\n1\tLong\t" + "word " * 60_000 + "\n")  # 300 KB, over csv's 128 KiB
+    assert len(read_corpus(tsv).passages[0].text) > 250_000
+
+
 def test_querying_a_build_work_directory_points_to_its_index(tmp_path: Path) -> None:
     from steper_ray.retrieval.store import check_index_dir
 
