@@ -113,7 +113,7 @@ def _is_title_dict(data: Any) -> bool:
 
 def _title_dict_entries(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]] | None:
     """The entries of a JSON ``title -> sentences`` document, streamed, or None for a JSON Lines
-    file. Deciding reads the document once (``iter_json_document``, stopping at a text key);
+    file. Deciding reads the document once (``iter_json_document``, stopping at a record key);
     the entries are then streamed from a second pass, never the whole document in memory."""
     if first_char(file, source) != "{":
         return None
@@ -131,7 +131,7 @@ def _title_dict_entries(file: Path, source: str) -> Iterator[tuple[int, Any, str
         return None  # JSON Lines whose first line is broken: counted there, the rest read
     try:
         if any(key in _RECORD_KEYS for key, _ in iter_json_document(file, source, "pairs")):
-            return None  # one {title, text} entry spread over lines: judged as JSON Lines
+            return None  # one record spread over lines: judged as JSON Lines
     except DataError:
         if obj is None:
             raise
