@@ -53,6 +53,17 @@ def work_dir(out: Path) -> Path:
     return Path(out).with_name(f".{Path(out).name}.build")
 
 
+def index_of_work_dir(path: Path) -> Path | None:
+    """The index whose unfinished build ``path`` is the work directory of (``work_dir``'s
+    inverse, for a directory holding ``WORK_FILE``), or None."""
+    path = Path(path)
+    name = path.name
+    if not (name.startswith(".") and name.endswith(".build") and (path / WORK_FILE).is_file()):
+        return None
+    target = path.with_name(name[1:-len(".build")])
+    return target if work_dir(target) == path else None
+
+
 def use_distributed(cfg: IndexConfig, corpus_file: str | None) -> bool:
     """Whether a build of ``corpus_file`` (None: dataset paragraphs, always in process) runs on
     Ray Data: ``index.distributed`` true, or 'auto' and the file is at least

@@ -31,9 +31,10 @@ def rebuild_hint(path: Path) -> str:
     """How to make the index at ``path``: the index command, or, for the hidden work directory
     of an unfinished distributed build (``.<name>.build`` with its ``work.json``), the index it
     was building."""
-    path = Path(path)
-    if path.name.startswith(".") and path.name.endswith(".build") and (path / "work.json").is_file():
-        target = path.with_name(path.name[1:-len(".build")])
+    from steper_ray.retrieval.distributed import index_of_work_dir  # it imports this module
+
+    target = index_of_work_dir(Path(path))
+    if target is not None:
         return (f"it is the work directory of an unfinished build of the index {target}: rerun that "
                 f"`steper-ray index ... --out {target}` command to finish it, and query {target}")
     return (

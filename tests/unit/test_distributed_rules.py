@@ -101,7 +101,7 @@ def test_json_documents_are_streamed_entry_by_entry(tmp_path: Path, shape: str) 
     scan = CorpusScan(cut).passages()
     if shape == "list":  # its first entries come out before the error: no whole-document parse
         assert [next(scan).title, next(scan).title] == ["T0", "T1"]
-    # a dict is checked for text keys in a first streamed pass, which meets the break
+    # a dict is checked for record keys in a first streamed pass, which meets the break
     with pytest.raises(DataError, match=r"is not valid JSON \(parse error: premature EOF\); fix .*JSON Lines"):
         next(scan)
     latin = tmp_path / f"latin.{shape}.json"
