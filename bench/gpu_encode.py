@@ -45,6 +45,7 @@ def main() -> None:
     )
     real = corpus_texts([p.title for p in passages], [p.text for p in passages])
     texts = (real * (args.passages // len(real) + 1))[: args.passages]
+    distinct = len(set(texts))
     enc = SentenceTransformerEncoder(args.model, args.device)
     device = str(enc.model.device)
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
@@ -60,7 +61,7 @@ def main() -> None:
             dt = time.perf_counter() - t0
             print(json.dumps({
                 "benchmark": "gpu_encode", "device": name, "model": args.model, "dtype": dtype,
-                "batch_size": bs, "passages": len(texts), "distinct_passages": len(set(texts)),
+                "batch_size": bs, "passages": len(texts), "distinct_passages": distinct,
                 "dim": int(emb.shape[1]), "seconds": round(dt, 2),
                 "passages_per_s": round(len(texts) / dt, 1),
             }), flush=True)
