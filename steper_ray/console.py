@@ -238,9 +238,14 @@ class Console:
             bar.close(status)
         # not reached on failure: the exception propagates from the with block above
 
-    def show_failure(self, name: str, log_file: Path) -> None:
-        """The last lines of a failed stage's log and where the whole log is."""
+    def show_failure(self, name: str, log_file: Path, user_error: bool = False) -> None:
+        """The last lines of a failed stage's log and where the whole log is. For a user error
+        the log's own record of it is left out: the caller prints the message next."""
         lines = tail(log_file)
+        if user_error:
+            marker = f"stage {name} failed: "
+            cut = next((i for i, line in enumerate(lines) if marker in line), len(lines))
+            lines = lines[:cut]
         if lines:
             self.print(f"--- last {len(lines)} lines of {log_file} ---", err=True)
             for line in lines:
@@ -259,5 +264,5 @@ def run_stage(console: Console | None, name: str, log_file: Path, fn: Any, *args
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
-        console.show_failure(name, log_file)
+        console.show_failure(name, log_file, user_error=isinstance(exc, UserError))
         raise StageFailed(str(log_file)) from exc

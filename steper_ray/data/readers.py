@@ -43,18 +43,34 @@ def iter_json_document(path: Path, source: str, top: str) -> Iterator[Any]:
     ``json.loads`` gives them.
 
     Raises DataError when the text is not UTF-8 (``textfile.check_utf8``'s message) or not one
-    valid JSON document; the entries before the break have been yielded by then.
+    valid JSON document; the entries before the break have been yielded by then, and the
+    message gives their count and the text around the break.
     """
+    done = 0
     try:
         with open_bytes(path, source) as fh:
-            yield from (ijson.items(fh, "item", use_float=True) if top == "items"
-                        else ijson.kvitems(fh, "", use_float=True))
+            for done, entry in enumerate(ijson.items(fh, "item", use_float=True) if top == "items"
+                                         else ijson.kvitems(fh, "", use_float=True), start=1):
+                yield entry
     except ijson.JSONError as exc:
         check_utf8(path, source)
         what = "a JSON list" if top == "items" else "a JSON document"
-        reason = (str(exc).strip().splitlines() or ["unreadable"])[0]  # yajl adds a caret drawing
-        raise DataError(f"{source} starts like {what} but is not valid JSON ({reason}); fix the "
-                        "file, or convert it to JSON Lines so that bad records can be skipped") from None
+        raise DataError(f"{source} starts like {what} but is not valid JSON ({_json_error(exc)}; "
+                        f"entries read before the break: {done}); fix the file, or convert it to JSON Lines so that "
+                        "bad records can be skipped") from None
+
+
+def _json_error(exc: Exception) -> str:
+    """yajl's reason and the text around the break, on one line. Its message is the reason, then
+    the text near the break, then a caret line (whose column counts bytes, so it is left out)."""
+    lines = str(exc).strip().splitlines()
+    reason = lines[0].strip() if lines else "unreadable"
+    near = lines[1].strip() if len(lines) > 2 else ""
+    if not near:
+        return reason
+    hint = ("; NaN and Infinity are not JSON: write null" if any(w in near for w in ("NaN", "Infinity"))
+            else "")
+    return f"{reason} near {near!r}{hint}"
 
 
 def iter_json_records(path: Path, source: str | None = None) -> Iterator[tuple[int, Any, str | None]]:

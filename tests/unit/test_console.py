@@ -73,10 +73,12 @@ def test_commands_log_into_the_run_and_print_only_their_result(tmp_path: Path,
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("index ") and lines[1].startswith("indexed 425 passages")
     assert "indexing 425 passages" in (run / "logs/index.log").read_text()
-    # a user mistake inside the stage: the log's tail, then the message, exit 2
+    # a user mistake inside the stage: the log's tail before it, then the message once, exit 2
     assert main(["index", "--dataset", "sample:2wikimultihopqa/malformed.jsonl", f"run_dir={run}"]) == 2
     err = capsys.readouterr().err
     assert f"full log: {run / 'logs/index.log'}" in err and "no paragraphs to index" in err.splitlines()[-1]
+    assert err.count("no paragraphs to index") == 1
+    assert "stage index failed: " in (run / "logs/index.log").read_text()  # the log keeps its record
 
 
 def test_progress_lines_show_rate_and_eta(tmp_path: Path) -> None:

@@ -102,8 +102,15 @@ def test_json_documents_are_streamed_entry_by_entry(tmp_path: Path, shape: str) 
     if shape == "list":  # its first entries come out before the error: no whole-document parse
         assert [next(scan).title, next(scan).title] == ["T0", "T1"]
     # a dict is checked for record keys in a first streamed pass, which meets the break
-    with pytest.raises(DataError, match=r"is not valid JSON \(parse error: premature EOF\); fix .*JSON Lines"):
+    with pytest.raises(DataError, match=r"is not valid JSON \(parse error: premature EOF.*; entries read before the break: "
+                                        + ("2" if shape == "list" else "1")  # ijson yields a pair at the next token
+                                        + r"\); fix .*JSON Lines"):
         next(scan)
+    nan = tmp_path / f"nan.{shape}.json"
+    nan.write_text(whole.replace('"text 1"', "NaN"))
+    with pytest.raises(DataError, match=r"\(lexical error: .* near '.*NaN.*'; NaN and Infinity are not "
+                                        r"JSON: write null; entries read before the break: 1\)"):
+        read_corpus(nan)
     latin = tmp_path / f"latin.{shape}.json"
     latin.write_bytes(whole.replace("text 2", "caf\u00e9").encode("latin-1"))
     with pytest.raises(DataError, match=r"is not UTF-8 text \(byte 0xe9 on line \d+ .*iconv"):
