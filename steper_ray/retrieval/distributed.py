@@ -35,7 +35,7 @@ from steper_ray.atomic_dir import refuse_foreign
 from steper_ray.config import IndexConfig
 from steper_ray.data import CorpusScan
 from steper_ray.data.paths import resolve_data_path
-from steper_ray.errors import DataError
+from steper_ray.errors import DataError, UserError
 from steper_ray.progress import progress
 from steper_ray.retrieval.protocol import Retriever
 from steper_ray.retrieval.store import PassageTable
@@ -362,25 +362,29 @@ def build_distributed(corpus: str, cfg: IndexConfig, out: Path) -> tuple[Retriev
         shutil.rmtree(work, ignore_errors=True)  # nothing usable was read: leave no empty work behind
         raise
     read_s = time.perf_counter() - t0
-    table = _passage_table(work)
-    groups = None
-    if cfg.shards > 1:  # an empty shard is refused before any encoding
-        from steper_ray.retrieval.shards import shard_rows
+    try:  # settings the corpus or the cluster cannot take are refused here, before any encoding
+        table = _passage_table(work)
+        groups = None
+        if cfg.shards > 1:  # an empty shard is refused before any encoding
+            from steper_ray.retrieval.shards import shard_rows
 
-        groups = shard_rows(table.ids(), cfg.shards)
-    encoder = None
-    if cfg.kind == "dense":
-        from steper_ray.retrieval.dense import (
-            SentenceTransformerEncoder,
-            check_buildable,
-        )
+            groups = shard_rows(table.ids(), cfg.shards)
+        encoder = None
+        if cfg.kind == "dense":
+            from steper_ray.retrieval.dense import (
+                SentenceTransformerEncoder,
+                check_buildable,
+            )
 
-        encoder = SentenceTransformerEncoder(cfg.dense.model, "cpu")  # the driver only needs its dim and path
-        for size in [len(g) for g in groups] if groups else [len(table)]:
-            check_buildable(size, encoder.dim, cfg.dense)
-    t1 = time.perf_counter()
-    ran = _run_parts(work, *(("emb", ".npy", "passages encoded") if cfg.kind == "dense"
-                             else ("tokens", ".parquet", "passages tokenised")), cfg)
+            encoder = SentenceTransformerEncoder(cfg.dense.model, "cpu")  # the driver only needs its dim and path
+            for size in [len(g) for g in groups] if groups else [len(table)]:
+                check_buildable(size, encoder.dim, cfg.dense)
+        t1 = time.perf_counter()
+        ran = _run_parts(work, *(("emb", ".npy", "passages encoded") if cfg.kind == "dense"
+                                 else ("tokens", ".parquet", "passages tokenised")), cfg)
+    except UserError as exc:
+        raise type(exc)(f"{exc} (the {read['passages']} passages read are kept in {work}; the rerun with "
+                        "fixed settings starts from them)") from None
     parallel_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     if cfg.kind == "bm25":

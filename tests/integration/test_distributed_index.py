@@ -116,8 +116,12 @@ def test_a_failed_read_leaves_no_work_behind_and_unfitting_encoders_are_refused(
     monkeypatch.setattr(ray_session, "_started", True)  # a Ray of our own: no autoscaler adds a GPU node
     for build, setting in [({"encoder_num_gpus": 1}, "1 CPU and 1 GPU"), ({"encoder_num_cpus": 64}, "64 CPU and 0 GPU")]:
         cfg = IndexConfig(kind="dense", distributed=True, build=build)
-        with pytest.raises(UserError, match=f"needs {setting}.*more than any node has.*lower index.build"):
+        with pytest.raises(UserError, match=f"needs {setting}.*more than any node has.*lower index.build.*"
+                                            r"\(the 1 passages read are kept in .*\.ix\.build; the rerun"):
             dist.build_distributed(str(good), cfg, out)
+        assert (dist.work_dir(out) / "parts").is_dir()  # what the message promises
+    with pytest.raises(UserError, match=r"index.shards=2 leaves shard.*\(the 1 passages read are kept in"):
+        dist.build_distributed(str(good), IndexConfig(distributed=True, shards=2), out)
 
 
 def test_a_work_directory_holding_other_data_is_refused(corpus_file: tuple[Path, list[str]], tmp_path: Path) -> None:
