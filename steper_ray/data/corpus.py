@@ -102,18 +102,25 @@ def _corpus_entry(item: Any) -> tuple[Passage, bool]:
 
 
 # Keys that make an object one record (a passage, or a dataset question given as a corpus)
-# rather than a title -> sentences dict; a dict with a passage titled "id" is read as a record.
+# rather than a title -> sentences dict, unless every value is a list of sentences.
 _RECORD_KEYS = (*_TEXT_KEYS, "title", "id", "question")
 
 
-def _is_title_dict(data: Any) -> bool:
-    """``{title: sentences}``, not a single ``{id?, title, text}`` entry."""
-    return isinstance(data, dict) and not any(k in data for k in _RECORD_KEYS)
+def _is_title_dict(pairs: Iterable[tuple[str, Any]]) -> bool:
+    """Whether an object's (key, value) pairs are ``{title: sentences}``, not one ``{id?, title,
+    text}`` entry: no record key, or more than one key and every value a list of strings (a
+    passage titled "text" among others). Stops at the first pair that decides it is a record."""
+    record_key, n = False, 0
+    for n, (key, value) in enumerate(pairs, start=1):
+        record_key = record_key or key in _RECORD_KEYS
+        if record_key and not (isinstance(value, list) and all(isinstance(s, str) for s in value)):
+            return False
+    return not record_key or n > 1
 
 
 def _title_dict_entries(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]] | None:
     """The entries of a JSON ``title -> sentences`` document, streamed, or None for a JSON Lines
-    file. Deciding reads the document once (``iter_json_document``, stopping at a record key);
+    file. Deciding reads the document once (``iter_json_document``, stopping when it is a record);
     the entries are then streamed from a second pass, never the whole document in memory."""
     if first_char(file, source) != "{":
         return None
@@ -123,14 +130,14 @@ def _title_dict_entries(file: Path, source: str) -> Iterator[tuple[int, Any, str
         obj = json.loads(first.text) if first.text is not None else None
     except json.JSONDecodeError:
         obj = None  # a JSON document over several lines, or a broken first line of JSON Lines
-    if obj is not None and not _is_title_dict(obj):
+    if isinstance(obj, dict) and not _is_title_dict(obj.items()):
         return None  # JSON Lines of {id?, title, text}
     if first.text is None:
         return None  # a broken first line of a JSON Lines file: counted there
     if obj is None and _next_line_is_object(lines):
         return None  # JSON Lines whose first line is broken: counted there, the rest read
     try:
-        if any(key in _RECORD_KEYS for key, _ in iter_json_document(file, source, "pairs")):
+        if not _is_title_dict(iter_json_document(file, source, "pairs")):
             return None  # one record spread over lines: judged as JSON Lines
     except DataError:
         if obj is None:

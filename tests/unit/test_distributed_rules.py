@@ -129,6 +129,21 @@ def test_a_one_line_record_is_never_read_as_a_title_dict(tmp_path: Path) -> None
         read_corpus(question)
 
 
+@pytest.mark.parametrize("indent", [None, 1])
+def test_a_title_dict_with_a_passage_titled_text_keeps_every_title(tmp_path: Path, indent: int | None) -> None:
+    doc = {"Alpha": ["First sentence.", "Second."], "text": ["A passage titled text."], "id": ["Titled id."]}
+    path = tmp_path / "titles.json"
+    path.write_text(json.dumps(doc, indent=indent))
+    read = read_corpus(path)
+    assert [(p.title, p.text) for p in read.passages] == [("Alpha", "First sentence. Second."),
+                                                        ("text", "A passage titled text."), ("id", "Titled id.")]
+    assert read.bad == []
+    # one passage whose text is a list of sentences stays one record (on one line: JSON Lines)
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps({"text": ["Only sentence.", "And another."]}))
+    assert [(p.title, p.text) for p in read_corpus(one).passages] == [("", "Only sentence. And another.")]
+
+
 def test_utf8_with_one_stray_byte_says_fix_the_byte_and_tsv_takes_long_fields(tmp_path: Path) -> None:
     mixed = tmp_path / "mixed.json"
     mixed.write_bytes(json.dumps([{"title": "Z\u00fcrich", "text": "a city"}, {"title": "B", "text": "caf"}],
