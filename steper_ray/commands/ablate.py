@@ -7,7 +7,8 @@ config copy per mode: mode M trains into <out>/M/train (its own Ray Train run na
 interrupted mode resumes from its checkpoint) and its exported student is evaluated into
 <out>/M/evaluate. A mode with an evaluate summary.json is skipped on rerun (status ``skipped``);
 a trained one that was not evaluated is only evaluated (``evaluated``); the others train and
-evaluate (``done``). Problems are found before any training: the config (unknown, repeated or
+evaluate (``done``). Modes not asked for that an earlier run evaluated into the same directory
+are reported too (``earlier run``), after the asked ones. Problems are found before any training: the config (unknown, repeated or
 no modes, a bad ``train.loss``), the evaluated model, and examples too few for a mode to fill
 one optimizer step, each listed with its fix. The report (evaluate/ablation.py) puts the modes side by
 side with the paper's reported figures.
@@ -186,6 +187,11 @@ def run_ablate(cfg: SteperConfig) -> dict[str, Any]:
     generate, traces = _teacher_traces(cfg)
     check_modes(cfg, out)
     modes = {mode: _run_mode(cfg, mode, out) for mode in cfg.ablate.modes}
+    # modes an earlier run trained and evaluated here stay in the report: on a CPU the modes of
+    # one ablation are often run a few at a time (status "earlier run")
+    for mode in ABLATION_MODES:
+        if mode not in modes and (Path(mode_config(cfg, mode, out).evaluate.out or "") / "summary.json").is_file():
+            modes[mode] = {**_run_mode(cfg, mode, out), "status": "earlier run"}
 
     first = next(iter(modes.values()))
     dev_questions = {d: m.get("questions") for d, m in first["metrics"].items()}

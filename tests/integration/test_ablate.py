@@ -82,3 +82,11 @@ def test_ablate_trains_and_evaluates_each_mode_and_resumes(tmp_path: Path, tiny_
     third = _run(argv, capsys)
     assert {r["status"] for r in third["modes"].values()} == {"skipped"}
     assert third["modes"] == {m: {**r, "status": "skipped"} for m, r in again["modes"].items()}
+
+    # one mode asked for: the mode an earlier run evaluated here stays in the summary and the report
+    one = _run([*argv[:1], "first_heavy", *argv[2:]], capsys)
+    assert {m: r["status"] for m, r in one["modes"].items()} == {"first_heavy": "skipped", "vanilla_kd": "earlier run"}
+    assert one["modes"]["vanilla_kd"]["metrics"] == summary["modes"]["vanilla_kd"]["metrics"]
+    table = (out / "ablation.md").read_text().split("## Reference", 1)[0]
+    assert [ln.split(" | ")[0] for ln in table.splitlines() if ln.startswith("| ") and " | 2 | " in ln] == [
+        "| first_heavy", "| vanilla_kd"]
