@@ -47,7 +47,9 @@ class RetrieverDeployment:
         self.retriever.search(["warm up"], 1)
         log.info("retriever: %d passages from %s", len(self.retriever), index)
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    # No wait for a batch to fill: a lone request (concurrency 1) is searched at once, and the
+    # queries that arrive during a search form the next batch (Serve's opportunistic batching).
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
     async def search(self, items: list[tuple[str, int]]) -> list[list[Hit]]:
         """One (query, k) per caller; concurrent callers share one batched search."""
         k_max = max(k for _, k in items)
