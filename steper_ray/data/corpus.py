@@ -102,26 +102,32 @@ def _corpus_entry(item: Any) -> tuple[Passage, bool]:
 
 
 # Keys that make an object one record (a passage, or a dataset question given as a corpus)
-# rather than a title -> sentences dict, unless every value is a list of sentences.
+# rather than a title -> sentences dict, unless most values are lists of sentences.
 _RECORD_KEYS = (*_TEXT_KEYS, "title", "id", "question")
+
+
+def _is_sentences(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(s, str) for s in value)
 
 
 def _is_title_dict(pairs: Iterable[tuple[str, Any]]) -> bool:
     """Whether an object's (key, value) pairs are ``{title: sentences}``, not one ``{id?, title,
-    text}`` entry: no record key, or more than one key and every value a list of strings (a
-    passage titled "text" among others). Stops at the first pair that decides it is a record."""
-    record_key, n = False, 0
+    text}`` entry: no record key, or several keys and most values lists of sentences (so a
+    passage titled "text" or "id" among others, or a bad value among them, keeps the dict a
+    dict; a record's own fields are strings, with at most a text given as sentences)."""
+    record_key, n, lists = False, 0, 0
     for n, (key, value) in enumerate(pairs, start=1):
         record_key = record_key or key in _RECORD_KEYS
-        if record_key and not (isinstance(value, list) and all(isinstance(s, str) for s in value)):
-            return False
-    return not record_key or n > 1
+        lists += _is_sentences(value)
+    return not record_key or (n > 1 and 2 * lists > n)
 
 
 def _title_dict_entries(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]] | None:
-    """The entries of a JSON ``title -> sentences`` document, streamed, or None for a JSON Lines
-    file. Deciding reads the document once (``iter_json_document``, stopping when it is a record);
-    the entries are then streamed from a second pass, never the whole document in memory."""
+    """The entries of a JSON document that starts with ``{``, streamed, or None for a JSON Lines
+    file: a ``title -> sentences`` dict's entries, or the one record a pretty-printed
+    ``{id?, title, text}`` document holds. Deciding reads the document once
+    (``iter_json_document``); a dict's entries are then streamed from a second pass, never the
+    whole document in memory."""
     if first_char(file, source) != "{":
         return None
     lines = iter_lines(file, source)
@@ -137,12 +143,13 @@ def _title_dict_entries(file: Path, source: str) -> Iterator[tuple[int, Any, str
     if obj is None and _next_line_is_object(lines):
         return None  # JSON Lines whose first line is broken: counted there, the rest read
     try:
-        if not _is_title_dict(iter_json_document(file, source, "pairs")):
-            return None  # one record spread over lines: judged as JSON Lines
+        title_dict = _is_title_dict(iter_json_document(file, source, "pairs"))
     except DataError:
-        if obj is None:
-            raise
+        if obj is None or not _next_line_is_object(lines):
+            raise  # one document (on one line or several) that does not parse, or trails other text
         return None  # several one-line objects: JSON Lines, each entry judged on its own
+    if not title_dict:  # one record spread over lines: small, read whole
+        return iter([(1, dict(iter_json_document(file, source, "pairs")), None)])
     return _title_dict_stream(file, source)
 
 
@@ -173,6 +180,13 @@ def _is_tsv(file: Path) -> bool:
     return file.name.lower().removesuffix(".gz").endswith(".tsv")
 
 
+def _tsv_header(file: Path, source: str) -> bool:
+    """Whether the file's first line is a tab-separated header naming a ``text`` column."""
+    first = next(iter_lines(file, source), None)
+    return bool(first and first.text and "\t" in first.text
+                and "text" in (n.strip().lower() for n in first.text.split("\t")))
+
+
 def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]]:
     """Yield (line, record, error) from a tab-separated corpus whose first line names its
     columns (``id``, ``title``, ``text`` in any order, e.g. DPR's ``id text title`` Wikipedia
@@ -184,6 +198,10 @@ def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | 
     header = next(lines, None)
     names = next(csv.reader([header.text], delimiter="\t")) if header and header.text else []
     names = [n.strip().lower() for n in names]
+    repeated = sorted({n for n in names if names.count(n) > 1 and n in ("id", "title", "text")})
+    if repeated:  # csv would keep one of the two silently
+        raise DataError(f"{source}: the TSV header names column(s) {', '.join(repeated)} more than once; "
+                        "keep one of each")
     if "text" not in names:
         got = repr(header.text[:80] + ("..." if len(header.text) > 80 else "")) if header and header.text else "no readable header"
         raise DataError(f"{source}: a TSV corpus needs a first line naming its columns (id, title, "
@@ -265,7 +283,9 @@ class CorpusScan:
                             f"{': ' + first if first else ''}); expected JSONL or a JSON list of {{id?, title, text}}, "
                             "a JSON dict title -> sentences or a TSV (*.tsv, *.tsv.gz) with an id, title, text header"
                             + ("; its entries hold questions: a dataset file is indexed with --dataset "
-                               "(index.dataset), which takes its paragraphs" if questions else ""))
+                               "(index.dataset), which takes its paragraphs" if questions else "")
+                            + ("; its first line looks like a TSV header: name the file *.tsv (or *.tsv.gz)"
+                               if not _is_tsv(file) and _tsv_header(file, source) else ""))
         if self.bad or self.merged or self.same_text:
             log.warning("%s: %d passage(s); %d bad entr(y/ies) %s; %d identical entries without id "
                         "merged; %d passage(s) repeat another's text under their own id (kept)",

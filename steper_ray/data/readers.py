@@ -69,7 +69,8 @@ def _json_error(exc: Exception) -> str:
     if not near:
         return reason
     hint = ("; NaN and Infinity are not JSON: write null" if any(w in near for w in ("NaN", "Infinity"))
-            else "")
+            else "; several JSON documents in one file? make them one JSON list, or one per line (JSON Lines)"
+            if "trailing garbage" in reason else "")
     return f"{reason} near {near!r}{hint}"
 
 

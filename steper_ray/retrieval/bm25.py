@@ -50,6 +50,14 @@ def _scorer() -> str:
     return "numba"
 
 
+def _check_words(empty: bool) -> None:
+    """Raises UserError when no passage kept a token: both libraries fail on an empty vocabulary
+    with a bare error (bm25s: ``max() arg is an empty sequence``)."""
+    if empty:
+        raise UserError("no passage has a word BM25 can index (every text is stopwords, punctuation or "
+                        "empty after tokenising); check the corpus's text field, or index.bm25.stopwords")
+
+
 class _BM25sBackend:
     name = "bm25s"
 
@@ -62,6 +70,7 @@ class _BM25sBackend:
         token -> id) as the distributed build streams them; both give the same scores."""
         import bm25s
 
+        _check_words(not tokens[1] if isinstance(tokens, tuple) else not any(tokens))
         model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method="lucene", backend=_scorer())
         model.index(tokens, show_progress=False)
         return cls(model)
@@ -208,6 +217,7 @@ class BM25Retriever:
         if len(table) == 0:
             raise ValueError("cannot build a BM25 index over an empty corpus")
         tokens = tokenizer_for(cfg)(corpus_texts(table.titles(), table.texts()))
+        _check_words(not any(tokens))
         warning = unspaced_warning(tokens, cfg)
         if warning:
             log.warning("BM25 index: %s", warning)

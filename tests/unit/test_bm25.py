@@ -156,3 +156,12 @@ def test_compiled_scorer_is_cached_on_disk_for_the_next_process(tmp_path: Path) 
                            capture_output=True, text=True).stdout.split() for _ in range(2)]
     assert runs == [["B", "0", "1"], ["B", "1", "0"]]  # compiled once, then loaded from disk
     assert any((tmp_path / "numba").rglob("*.nbi"))
+
+
+@pytest.mark.parametrize("backend", ["bm25s", "rank_bm25"])
+def test_a_corpus_without_an_indexable_word_is_a_user_error(backend: str) -> None:
+    from steper_ray.errors import UserError
+
+    passages = [Passage.make("", "the"), Passage.make("", "!!!")]
+    with pytest.raises(UserError, match="no passage has a word BM25 can index"):
+        BM25Retriever.build(passages, BM25Config(backend=backend))

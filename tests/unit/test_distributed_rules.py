@@ -225,3 +225,37 @@ def test_faiss_from_parts_is_the_in_process_index(tmp_path: Path, index_type: st
         d1, i1 = got.index.search(queries, 10)
         d2, i2 = want.search(queries, 10)
         assert (i1 == i2).all() and np.allclose(d1, d2)
+
+
+def test_dicts_records_and_broken_documents_are_told_apart(tmp_path: Path) -> None:
+    def write(name: str, text: str) -> Path:
+        (tmp_path / name).write_text(text)
+        return tmp_path / name
+
+    # most values are sentence lists: a dict, even with a string "text" among them or a null entry
+    mixed = read_corpus(write("mixed.json", json.dumps({"text": "A string.", "Paris": ["P."], "Berlin": ["B."]})))
+    assert sorted(p.title for p in mixed.passages) == ["Berlin", "Paris", "text"] and mixed.bad == []
+    null = read_corpus(write("null.json", json.dumps({"Paris": ["P."], "text": ["T."], "Berlin": None})))
+    assert [p.title for p in null.passages] == ["Paris", "text"] and [b.record_id for b in null.bad] == ["Berlin"]
+    # one pretty-printed record is that record, not lines of JSON Lines
+    one = read_corpus(write("one.json", json.dumps({"title": "Paris", "text": "A city."}, indent=1)))
+    assert [(p.title, p.text) for p in one.passages] == [("Paris", "A city.")] and one.bad == []
+    # a one-line document that does not parse, or that trails other text, is refused as a document
+    with pytest.raises(DataError, match="NaN and Infinity are not JSON"):
+        read_corpus(write("nan.json", '{"A": ["a."], "B": NaN, "C": ["c."]}'))
+    with pytest.raises(DataError, match="trailing garbage.*several JSON documents in one file"):
+        read_corpus(write("tail.json", '{"A": ["a."], "B": ["b."]}\nxyz\n'))
+    with pytest.raises(DataError, match="trailing garbage.*several JSON documents in one file"):
+        read_corpus(write("jq.json", json.dumps({"title": "A", "text": "a"}, indent=1) + "\n"
+                          + json.dumps({"title": "B", "text": "b"}, indent=1) + "\n"))
+
+
+def test_tsv_header_mistakes_are_named(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.tsv"
+    twice.write_text("id\ttext\ttext\n1\tAlpha words.\tBeta\n")
+    with pytest.raises(DataError, match="names column\\(s\\) text more than once"):
+        read_corpus(twice)
+    named = tmp_path / "passages.txt"
+    named.write_text("id\ttitle\ttext\n1\tAaron\tAaron is a prophet.\n")
+    with pytest.raises(DataError, match="looks like a TSV header: name the file \\*.tsv"):
+        read_corpus(named)
