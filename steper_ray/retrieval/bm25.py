@@ -50,10 +50,11 @@ def _scorer() -> str:
     return "numba"
 
 
-def _check_words(empty: bool) -> None:
-    """Raises UserError when no passage kept a token: both libraries fail on an empty vocabulary
-    with a bare error (bm25s: ``max() arg is an empty sequence``)."""
-    if empty:
+def _check_words(docs: list[list[Any]]) -> None:
+    """Raises UserError when no passage kept a token (``docs``: tokens or token ids per passage):
+    both libraries fail on an empty vocabulary with a bare error (bm25s: ``max() arg is an empty
+    sequence``)."""
+    if not any(docs):
         raise UserError("no passage has a word BM25 can index (every text is stopwords, punctuation or "
                         "empty after tokenising); check the corpus's text field, or index.bm25.stopwords")
 
@@ -70,7 +71,7 @@ class _BM25sBackend:
         token -> id) as the distributed build streams them; both give the same scores."""
         import bm25s
 
-        _check_words(not tokens[1] if isinstance(tokens, tuple) else not any(tokens))
+        _check_words(tokens[0] if isinstance(tokens, tuple) else tokens)  # ids: the vocabulary holds ""
         model = bm25s.BM25(k1=cfg.k1, b=cfg.b, method="lucene", backend=_scorer())
         model.index(tokens, show_progress=False)
         return cls(model)
@@ -149,6 +150,7 @@ class _RankBM25Backend:
 
     @classmethod
     def build(cls, tokens: list[list[str]], cfg: BM25Config) -> _RankBM25Backend:
+        _check_words(tokens)
         return cls(tokens, cfg)
 
     def topk(self, queries: list[list[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +219,6 @@ class BM25Retriever:
         if len(table) == 0:
             raise ValueError("cannot build a BM25 index over an empty corpus")
         tokens = tokenizer_for(cfg)(corpus_texts(table.titles(), table.texts()))
-        _check_words(not any(tokens))
         warning = unspaced_warning(tokens, cfg)
         if warning:
             log.warning("BM25 index: %s", warning)

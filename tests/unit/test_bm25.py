@@ -165,3 +165,8 @@ def test_a_corpus_without_an_indexable_word_is_a_user_error(backend: str) -> Non
     passages = [Passage.make("", "the"), Passage.make("", "!!!")]
     with pytest.raises(UserError, match="no passage has a word BM25 can index"):
         BM25Retriever.build(passages, BM25Config(backend=backend))
+    if backend == "bm25s":  # the distributed build's token ids: its vocabulary always holds ""
+        from steper_ray.retrieval.bm25 import _BM25sBackend
+
+        with pytest.raises(UserError, match="no passage has a word BM25 can index"):
+            _BM25sBackend.build(([[], []], {"": 0}), BM25Config())
