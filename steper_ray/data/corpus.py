@@ -180,11 +180,15 @@ def _is_tsv(file: Path) -> bool:
     return file.name.lower().removesuffix(".gz").endswith(".tsv")
 
 
+def _tsv_names(header: str) -> list[str]:
+    """A TSV header line's column names, as ``csv`` reads them, lower case."""
+    return [n.strip().lower() for n in next(csv.reader([header], delimiter="\t"))]
+
+
 def _tsv_header(file: Path, source: str) -> bool:
     """Whether the file's first line is a tab-separated header naming a ``text`` column."""
     first = next(iter_lines(file, source), None)
-    return bool(first and first.text and "\t" in first.text
-                and "text" in (n.strip().lower() for n in first.text.split("\t")))
+    return bool(first and first.text and "\t" in first.text and "text" in _tsv_names(first.text))
 
 
 def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]]:
@@ -196,8 +200,7 @@ def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | 
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
     lines = iter_lines(file, source)
     header = next(lines, None)
-    names = next(csv.reader([header.text], delimiter="\t")) if header and header.text else []
-    names = [n.strip().lower() for n in names]
+    names = _tsv_names(header.text) if header and header.text else []
     repeated = sorted({n for n in names if names.count(n) > 1 and n in ("id", "title", "text")})
     if repeated:  # csv would keep one of the two silently
         raise DataError(f"{source}: the TSV header names column(s) {', '.join(repeated)} more than once; "
