@@ -32,7 +32,8 @@ DEFAULT_CONFIG_HELP = "YAML config (default: built-in defaults = the embedded lo
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help=DEFAULT_CONFIG_HELP)
-    p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on the last line (on failure: "
+                   '{"command", "status": "failed", "exit_code", "error"})')
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -391,25 +392,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(text: str) -> None:
         console.print(f"steper-ray {args.command}: {text}", err=True)
 
+    def failed(code: int, error: str) -> int:
+        """Exit code ``code``; with --json, also the failure as the last line of stdout, where a
+        script reads the summary of a command that succeeds."""
+        if getattr(args, "json", False):
+            console.print(json.dumps({"command": args.command, "status": "failed", "exit_code": code,
+                                      "error": error}))
+        return code
+
     def stopped_by_ctrl_c() -> int:
         say("interrupted")
-        return 130
+        return failed(130, "interrupted")
 
     try:
         with _noting_interrupts(interrupted, say):
             return _dispatch(args, console)
-    except StageFailed as failed:
-        cause = failed.__cause__
+    except StageFailed as stage_failed:
+        cause = stage_failed.__cause__
         if interrupted.is_set():  # a library's cleanup failing after Ctrl-C is still the Ctrl-C
             return stopped_by_ctrl_c()
         if isinstance(cause, UserError):
             say(f"error: {cause}")
-            return 2
-        say(f"{type(cause).__name__}: {cause} (traceback in {failed})")
-        return 1
+            return failed(2, str(cause))
+        say(f"{type(cause).__name__}: {cause} (traceback in {stage_failed})")
+        return failed(1, f"{type(cause).__name__}: {cause} (traceback in {stage_failed})")
     except UserError as exc:
         say(f"error: {exc}")
-        return 2
+        return failed(2, str(exc))
     except KeyboardInterrupt:
         return stopped_by_ctrl_c()
     except Exception:

@@ -79,7 +79,7 @@ def stage_passages(cfg: SteperConfig, dev: DatasetSpec | None = None) -> tuple[l
 
 
 def _source_stamp(file: str) -> dict[str, Any]:
-    path = resolve_data_path(file)
+    path = resolve_data_path(file, "corpus file")
     stat = path.stat()
     return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 

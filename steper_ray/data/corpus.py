@@ -194,7 +194,8 @@ def _tsv_header(file: Path, source: str) -> bool:
 def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | None]]:
     """Yield (line, record, error) from a tab-separated corpus whose first line names its
     columns (``id``, ``title``, ``text`` in any order, e.g. DPR's ``id text title`` Wikipedia
-    passages); quoted fields as the ``csv`` module reads them. Raises DataError when the header
+    passages); quoted fields as the ``csv`` module reads them; an empty ``id`` cell is no id (the
+    passage gets a content id, as ``"id": null`` does in JSON). Raises DataError when the header
     has no ``text`` column."""
     # csv's default field limit (128 KiB) would refuse a long passage JSON Lines reads fine
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))
@@ -221,7 +222,10 @@ def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | 
         if len(fields) != len(names):
             yield line.number, None, f"{len(fields)} tab-separated fields, the header names {len(names)}"
             continue
-        yield line.number, dict(zip(names, fields)), None
+        record: dict[str, Any] = dict(zip(names, fields))
+        if "id" in record and not record["id"].strip():
+            record["id"] = None  # an empty cell is TSV's null: a content id, as for "id": null in JSON
+        yield line.number, record, None
 
 
 class CorpusScan:
@@ -236,7 +240,7 @@ class CorpusScan:
     """
 
     def __init__(self, path: str | Path):
-        self.file = resolve_data_path(path)
+        self.file = resolve_data_path(path, "corpus file")
         self.source = str(path)
         self.bad: list[BadRecord] = []
         self.merged = 0

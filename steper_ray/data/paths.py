@@ -18,8 +18,12 @@ def available_samples() -> list[str]:
     )
 
 
-def resolve_data_path(spec: str | Path) -> Path:
-    """A path as given, or a bundled sample; a missing file is a DataError naming the fix."""
+def resolve_data_path(spec: str | Path, what: str = "data file") -> Path:
+    """A path as given, or a bundled sample; a missing file is a DataError naming the fix.
+
+    ``what`` names the file in the message: a ``"corpus file"`` is not pointed to the bundled
+    dataset samples, which are questions, not passages.
+    """
     text = str(spec)
     if text.startswith(SAMPLE_PREFIX):
         path = SAMPLE_DIR / text[len(SAMPLE_PREFIX) :]
@@ -32,6 +36,6 @@ def resolve_data_path(spec: str | Path) -> Path:
     if path.is_dir():
         raise DataError(f"{path} is a directory; give a data file inside it")
     if not path.is_file():
-        raise DataError(f"data file {path} does not exist; check the path (or use a bundled "
-                        f"sample such as {available_samples()[0]!r})")
+        hint = "" if what == "corpus file" else f" (or use a bundled sample such as {available_samples()[0]!r})"
+        raise DataError(f"{what} {path} does not exist; check the path{hint}")
     return path

@@ -74,7 +74,7 @@ def use_distributed(cfg: IndexConfig, corpus_file: str | None) -> bool:
         return False  # 'auto' only: true with rank_bm25 is a config error
     if cfg.distributed is True:
         return True
-    return resolve_data_path(corpus_file).stat().st_size >= cfg.build.auto_min_mb * 2**20
+    return resolve_data_path(corpus_file, "corpus file").stat().st_size >= cfg.build.auto_min_mb * 2**20
 
 
 def _part_name(n: int) -> str:
@@ -352,7 +352,7 @@ def build_distributed(corpus: str, cfg: IndexConfig, out: Path) -> tuple[Retriev
 
     Raises DataError for an unreadable corpus, UserError for settings the corpus cannot take
     (an ivfpq too large for it, more shards than passages), both before any encoding."""
-    path = resolve_data_path(corpus)
+    path = resolve_data_path(corpus, "corpus file")
     work = work_dir(out)
     started_over = _prepare_work(work, _fingerprint(path, cfg))
     t0 = time.perf_counter()

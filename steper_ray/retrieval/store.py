@@ -165,7 +165,10 @@ def check_index_dir(path: str | Path) -> dict[str, Any]:
     if not root.exists():
         raise IndexLoadError(f"no index at {root}: the directory does not exist; {rebuild_hint(root)}")
     if not root.is_dir():
-        raise IndexLoadError(f"{root} is a file, not an index directory; {rebuild_hint(root)}")
+        # Most often a corpus or dataset file given where its index was meant.
+        raise IndexLoadError(f"{root} is a file, not an index directory; point at an index directory, or "
+                             f"build one from this file first: `steper-ray index --corpus {root} --out DIR` "
+                             "(--dataset for a question file)")
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise IndexLoadError(

@@ -111,6 +111,18 @@ def test_user_errors_exit_2_with_message(argv: list[str], message: str, capsys: 
     assert message in err and "Traceback" not in err
 
 
+def test_json_failure_is_the_last_line_of_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nope.tsv"
+    assert main(["index", "--corpus", str(missing), "--out", str(tmp_path / "ix"), "--json"]) == 2
+    captured = capsys.readouterr()
+    failure = _last_json(captured.out)
+    assert failure == {"command": "index", "status": "failed", "exit_code": 2,
+                       "error": f"corpus file {missing} does not exist; check the path"}
+    assert failure["error"] in captured.err  # the terminal message is the same, once
+    assert main(["retrieve", "--index", str(tmp_path / "none"), "--query", "x", "--json"]) == 2
+    assert _last_json(capsys.readouterr().out)["error"].startswith(f"no index at {tmp_path / 'none'}")
+
+
 def test_index_says_what_it_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = tmp_path / "c.jsonl"
     corpus.write_text('{"title": "A", "text": "alpha"}\n{"title": "B", "text": 7}\n')

@@ -121,6 +121,12 @@ def test_tsv_corpus_rows_and_errors(tmp_path: Path) -> None:
     read = read_corpus(good)
     assert [(p.id, p.title, p.text) for p in read.passages] == [("1", "A", "Alpha, with\ta tab."), ("3", "C", "Gamma.")]
     assert [(b.line, b.reason) for b in read.bad] == [(3, "2 tab-separated fields, the header names 3")]
+    no_ids = tmp_path / "n.tsv"  # an empty id cell is read as JSON's "id": null: a content id
+    no_ids.write_text("id\ttitle\ttext\n\tA\tAlpha.\n \tB\tBeta.\n", encoding="utf-8")
+    as_json = tmp_path / "n.jsonl"
+    as_json.write_text('{"id": null, "title": "A", "text": "Alpha."}\n{"title": "B", "text": "Beta."}\n')
+    assert read_corpus(no_ids).passages == read_corpus(as_json).passages
+    assert len(read_corpus(no_ids).passages) == 2 and read_corpus(no_ids).bad == []
     headless = tmp_path / "h.tsv"
     headless.write_text("1\tA\tAlpha.\n", encoding="utf-8")
     with pytest.raises(DataError, match="needs a first line naming its columns"):

@@ -61,8 +61,11 @@ def test_corrupt_manifest(saved: Path) -> None:
 def test_file_instead_of_directory(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("x")
-    with pytest.raises(IndexLoadError, match="is a file"):
+    with pytest.raises(IndexLoadError, match="is a file") as info:
         load_index(f)
+    # a corpus file given as --index: the fix builds an index from it, never --out over the file
+    assert f"steper-ray index --corpus {f} --out DIR" in str(info.value)
+    assert f"--out {f}" not in str(info.value)
 
 
 def _same_size(path: Path, data: bytes) -> None:

@@ -165,8 +165,9 @@ def test_damaged_gzip_and_other_compressions_are_refused(tmp_path: Path) -> None
         read_dataset(cut)
     bzipped = tmp_path / "data.jsonl.bz2"
     bzipped.write_bytes(bz2.compress(_jsonl(QA)))
-    with pytest.raises(DataError, match="bzip2-compressed"):
+    with pytest.raises(DataError, match="bzip2-compressed, not a text file; decompress it") as info:
         read_dataset(bzipped)
+    assert "TSV" in str(info.value)  # corpus files may be TSV, so the fix names it
 
 
 def test_a_queries_line_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
@@ -174,6 +175,20 @@ def test_a_queries_line_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
     f.write_bytes(b"one\ntwo\nthr\xe9e\nfour\nfive\n")
     with pytest.raises(DataError, match=r"q.txt:3: line is not valid UTF-8; save the file as UTF-8"):
         read_queries(f)
+
+
+def test_every_bad_queries_line_is_named_at_once(tmp_path: Path) -> None:
+    f = tmp_path / "q.jsonl"
+    lines = ['{"question": "one"}', '{"question": ', "plain two", '{"query": ""}', '{"question": "three"}',
+             *['{"q": 1}'] * 6]
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        read_queries(f)
+    message = str(info.value)
+    assert message.startswith("8 of 11 query lines are bad, nothing was searched: ")
+    assert f"{f}:2: invalid JSON" in message and f"{f}:4: no 'question'" in message
+    assert f"{f}:8: no 'question'" in message and f"{f}:9:" not in message  # five named, the rest counted
+    assert message.endswith("; and 3 more")
 
 
 def test_no_warning_storm_for_a_clean_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
