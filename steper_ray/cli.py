@@ -323,6 +323,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
                     {"id": h.id, "title": h.title, "score": round(h.score, 6)} for h in hits]}))
             else:
                 console.print(f"# {query}")
+                if not hits:
+                    console.print("  no hits: no passage holds a word of the query (stopwords aside)")
                 for rank, h in enumerate(hits, 1):
                     console.print(f"{rank:>3}. {h.score:8.3f}  {h.title}  [{h.id}]")
     elif args.command == "tiny-model":

@@ -78,9 +78,15 @@ class _BM25sBackend:
 
     def topk(self, queries: list[list[str]], k: int) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, self.model.scores["num_docs"])
-        # An all-unknown query still returns k rows (score 0), as rank_bm25 does.
-        queries = [q if q else [""] for q in queries]
-        docs, scores = self.model.retrieve(queries, k=k, show_progress=False, n_threads=0)
+        # A query without tokens (only stopwords) is not sent: bm25s maps it to its "" token,
+        # whose id lies past its score matrix (it adds "" to the vocabulary after building the
+        # matrix, bm25s 0.3.16), and its numba scorer then reads out of bounds. Its rows stay 0.
+        docs = np.zeros((len(queries), k), dtype=np.int64)
+        scores = np.zeros((len(queries), k), dtype=np.float32)
+        asked = [i for i, q in enumerate(queries) if q]
+        if asked:
+            docs[asked], scores[asked] = self.model.retrieve([queries[i] for i in asked], k=k,
+                                                             show_progress=False, n_threads=0)
         return docs, scores
 
     def subset(self, rows: np.ndarray) -> _BM25sBackend:
@@ -239,7 +245,10 @@ class BM25Retriever:
         if not queries:
             return []
         docs, scores = self.backend.topk(self.tokenizer(queries), k)
-        return [self.passages.hits(d, s) for d, s in zip(docs, scores)]
+        # Score 0 means no query word is in the passage (Lucene's idf and tf parts are > 0 for a
+        # matching word): such rows only fill up k in index order, so they are not hits, as in
+        # Lucene. A query with no indexed word gets none.
+        return [self.passages.hits(d[s > 0], s[s > 0]) for d, s in zip(docs, scores)]
 
     def save(self, out: str | Path) -> Path:
         out = Path(out)

@@ -50,9 +50,17 @@ def test_hits_have_ids_titles_scores_best_first(both: dict[str, BM25Retriever], 
 def test_edge_queries(both: dict[str, BM25Retriever]) -> None:
     for retriever in both.values():
         assert retriever.search([], 3) == []
-        # no known token (or only stopwords): still k rows, all scoring 0
-        out = retriever.search(["zzzqqq the"], 3)
-        assert len(out[0]) == 3 and all(h.score == 0 for h in out[0])
+        # no known token (or only stopwords): no passage matches, so no hits, not k arbitrary ones
+        assert retriever.search(["zzzqqq the", "gamma"], 3)[0] == []
+
+
+def test_only_matching_passages_are_hits() -> None:
+    passages = [Passage.make("A", "alpha beta"), Passage.make("B", "beta gamma"), Passage.make("C", "delta")]
+    for backend in ("bm25s", "rank_bm25"):
+        retriever = BM25Retriever.build(passages, BM25Config(backend=backend))
+        hits = retriever.search(["gamma", "beta", "the"], 3)
+        assert [[h.title for h in q] for q in hits] == [["B"], ["A", "B"], []]
+        assert all(h.score > 0 for q in hits for h in q)
 
 
 def test_k_larger_than_corpus() -> None:
@@ -60,7 +68,8 @@ def test_k_larger_than_corpus() -> None:
     for backend in ("bm25s", "rank_bm25"):
         r = BM25Retriever.build(passages, BM25Config(backend=backend))
         assert [h.title for h in r.search(["gamma"], 10)[0]][0] == "B"
-        assert len(r.search(["gamma"], 10)[0]) == 2
+        assert len(r.search(["gamma"], 10)[0]) == 1  # A has no "gamma": not a hit
+        assert sorted(h.title for h in r.search(["beta"], 10)[0]) == ["A", "B"]  # k capped at the corpus
 
 
 @pytest.mark.parametrize("backend", ["bm25s", "rank_bm25"])
@@ -115,12 +124,12 @@ def test_unspaced_script_warns_at_index_time_and_char_ngrams_retrieve(backend: s
         words = BM25Retriever.build(passages, BM25Config(backend=backend))
     assert len(words.warnings) == 1 and "index.bm25.tokenizer=char_ngram" in words.warnings[0]
     assert "dense" in words.warnings[0] and any("very long tokens" in r.getMessage() for r in caplog.records)
-    # word tokens: every run is a whole phrase, nothing matches, every score is 0
-    assert all(h.score == 0 for h in words.search(query, 5)[0])
+    # word tokens: every run is a whole phrase, nothing matches, so no hits
+    assert words.search(query, 5)[0] == []
     grams = BM25Retriever.build(passages, BM25Config(backend=backend, tokenizer="char_ngram"))
     assert grams.warnings == []
     top = grams.search(query, 5)[0]
-    assert top[0].title == "李白" and top[0].score > max(h.score for h in top[1:])
+    assert top[0].title == "李白" and all(h.score < top[0].score for h in top[1:])
 
 
 def test_english_corpus_does_not_warn(musique_corpus: list[Passage]) -> None:

@@ -43,6 +43,11 @@ def test_index_then_retrieve_json(tmp_path: Path, capsys: pytest.CaptureFixture[
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2 and len(lines[1]["hits"]) == 4  # default retrieval.k
 
+    # only stopwords: no passage matches, so no hits (not k passages scoring 0), said in words
+    assert main(["retrieve", "--index", str(ix), "--query", "is it the"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "# is it the", "  no hits: no passage holds a word of the query (stopwords aside)"]
+
 
 def test_index_corpus_and_format_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     corpus = tmp_path / "c.jsonl"
