@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from steper_ray.config import ABLATION_MODES, SteperConfig, load_config
 from steper_ray.console import LOG_FORMAT, Console, StageFailed, run_stage
@@ -37,8 +37,23 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
+class ArgumentMistake(SystemExit):
+    """argparse's exit 2 for a mistake in the arguments, with its message kept for --json."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)  # what argparse prints, then the exit it makes
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise ArgumentMistake(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="steper-ray", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="steper-ray", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="everything on the terminal: Ray's logs, workers' output, debug logging "
                         "(default: one progress line per stage, the rest in <run_dir>/logs/)")
@@ -363,19 +378,14 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    # key=value overrides may come anywhere, also after options that follow a positional
-    # (argparse would otherwise reject them), so collect the leftovers here.
-    args, extra = parser.parse_known_args(argv)
-    unknown = [x for x in extra if x.startswith("-") or "=" not in x]
-    if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if hasattr(args, "overrides"):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:  # a command without a config (report, config-reference) takes no key=value
-        parser.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
-    if getattr(args, "compare", None):  # nargs="+" also swallows trailing key=value overrides
-        args.overrides += [x for x in args.compare if "=" in x]
-        args.compare = [x for x in args.compare if "=" not in x]
+    given = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = _parse(parser, given)
+    except ArgumentMistake as mistake:
+        if "--json" in given:  # the failure line a script reads, as for every other failure
+            command = next((a for a in given if not a.startswith("-")), None)
+            print(json.dumps({"command": command, "status": "failed", "exit_code": 2, "error": mistake.message}))
+        raise
     # Quiet (default): log records go to the command's and each stage's log file; the terminal
     # shows warnings of commands without a log. --verbose: everything on the terminal.
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
@@ -427,6 +437,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if interrupted.is_set():
             return stopped_by_ctrl_c()
         raise
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """The parsed command line. Raises ArgumentMistake (exit 2) for a mistake in it."""
+    # key=value overrides may come anywhere, also after options that follow a positional
+    # (argparse would otherwise reject them), so collect the leftovers here.
+    args, extra = parser.parse_known_args(argv)
+    unknown = [x for x in extra if x.startswith("-") or "=" not in x]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:  # a command without a config (report, config-reference) takes no key=value
+        parser.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
+    if getattr(args, "compare", None):  # nargs="+" also swallows trailing key=value overrides
+        args.overrides += [x for x in args.compare if "=" in x]
+        args.compare = [x for x in args.compare if "=" not in x]
+    return args
 
 
 INTERRUPT_GRACE_S = 30.0  # after Ctrl-C, how long a library's cleanup may take before the command stops anyway

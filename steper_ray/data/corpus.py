@@ -284,6 +284,8 @@ class CorpusScan:
                         yield passage
                         continue
             self.bad.append(BadRecord(source, line, rid, error))
+        if not self.count and not self.bad and _is_tsv(file):
+            raise DataError(f"{source} holds no passages: its TSV header has no rows after it")
         if not self.count:
             first = "; ".join(f"line {b.line}: {b.reason}" for b in self.bad[:3])
             raise DataError(f"{source} holds no usable passages ({len(self.bad)} bad entries"

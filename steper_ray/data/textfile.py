@@ -110,8 +110,8 @@ def open_bytes(path: str | Path, source: str | None = None) -> Iterator[BinaryIO
             for prefix, what in _REFUSED_MAGIC:
                 if magic.startswith(prefix):
                     fix = "convert it to" if what == "a Parquet file" else "decompress it, or give"
-                    raise DataError(f"{source} is {what}, not a text file; {fix} a UTF-8 JSON, JSON Lines "
-                                    "or (for a corpus) TSV file; gzip is read as is")
+                    raise DataError(f"{source} is {what}, not a text file; {fix} a UTF-8 text file (JSON, "
+                                    "JSON Lines, a TSV corpus or plain-text queries); gzip is read as is")
         fh: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw  # type: ignore[assignment]
         try:
             head = fh.peek(4096)[:4096]  # type: ignore[attr-defined]  # both stream types peek

@@ -28,10 +28,16 @@ def build_index(passages: list[Passage], cfg: IndexConfig, progress: bool = True
     return DenseRetriever.build(passages, cfg.dense, progress=progress)
 
 
-def load_index(path: str | Path, encoder: Encoder | None = None) -> Retriever:
-    """Load a saved index; a missing, partial or corrupt one raises IndexLoadError with the fix."""
+def load_index(path: str | Path, encoder: Encoder | None = None, shard: bool = False) -> Retriever:
+    """Load a saved index; a missing, partial or corrupt one raises IndexLoadError with the fix,
+    as does one shard of a sharded index unless ``shard`` (the sharded index's own loader and its
+    per-shard retriever deployments load shards)."""
     root = Path(path)
     manifest = check_index_dir(root)
+    if not shard:
+        from steper_ray.retrieval.shards import refuse_lone_shard
+
+        refuse_lone_shard(root)
     if manifest["kind"] == "sharded":
         from steper_ray.retrieval.shards import ShardedRetriever
 

@@ -14,6 +14,7 @@ the unsharded top-k:
 from __future__ import annotations
 
 import heapq
+import json
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from steper_ray.data.records import Passage
 from steper_ray.errors import IndexLoadError, UserError
 from steper_ray.retrieval.protocol import Encoder, Hit, Retriever
 from steper_ray.retrieval.store import (
+    MANIFEST,
     PassageTable,
     atomic_index_dir,
     rebuild_hint,
@@ -37,6 +39,21 @@ SHARDED = "sharded"
 
 def shard_name(i: int) -> str:
     return f"shard-{i}"
+
+
+def refuse_lone_shard(path: str | Path) -> None:
+    """Raise IndexLoadError when ``path`` is one shard of a sharded index (its parent's manifest
+    is a sharded index's and names it): searched alone, it returns the top-k of part of the
+    passages with nothing to say so."""
+    root = Path(path).resolve()
+    try:
+        manifest = json.loads((root.parent / MANIFEST).read_text())
+        n = int(manifest["num_shards"]) if manifest.get("kind") == SHARDED else 0
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return  # no readable sharded index above it
+    if root.name in {shard_name(i) for i in range(n)}:
+        raise IndexLoadError(f"{path} is {root.name}, one of the {n} shards of the index {root.parent}: "
+                             f"searched alone it returns the top-k of part of the passages; point at {root.parent}")
 
 
 def shard_of(passage_id: str, shards: int) -> int:
@@ -121,7 +138,7 @@ class ShardedRetriever:
 
         shards: list[Retriever] = []
         for path in shard_dirs(root, manifest):
-            shard = load_index(path, encoder=encoder)
+            shard = load_index(path, encoder=encoder, shard=True)
             encoder = getattr(shard, "encoder", encoder)  # one encoder for every dense shard
             shards.append(shard)
         return cls(shards, IndexConfig(kind=manifest["shard_kind"], shards=len(shards)))

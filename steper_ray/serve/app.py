@@ -20,7 +20,7 @@ from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
 from steper_ray.models.prepare import resolved
 from steper_ray.models.student import trained_student
-from steper_ray.retrieval.shards import SHARDED, shard_dirs
+from steper_ray.retrieval.shards import SHARDED, refuse_lone_shard, shard_dirs
 from steper_ray.retrieval.store import check_index_dir
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def serve_index(cfg: SteperConfig) -> tuple[Path, dict[str, Any]]:
     if path is None:
         raise UserError("set serve.index: there is no dev set whose index could be served")
     manifest = check_index_dir(path)
+    refuse_lone_shard(path)
     return path.resolve(), manifest
 
 

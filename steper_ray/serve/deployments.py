@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 @serve.deployment(name="retriever")
 class RetrieverDeployment:
     def __init__(self, index: str):
-        self.retriever = load_index(index)
+        # the whole index or one of its shards: the app checked the index it was given (serve_index)
+        self.retriever = load_index(index, shard=True)
         # The first search compiles bm25s' numba scorer (seconds): pay it before taking traffic.
         self.retriever.search(["warm up"], 1)
         log.info("retriever: %d passages from %s", len(self.retriever), index)

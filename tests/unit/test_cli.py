@@ -126,6 +126,13 @@ def test_json_failure_is_the_last_line_of_stdout(tmp_path: Path, capsys: pytest.
     assert failure["error"] in captured.err  # the terminal message is the same, once
     assert main(["retrieve", "--index", str(tmp_path / "none"), "--query", "x", "--json"]) == 2
     assert _last_json(capsys.readouterr().out)["error"].startswith(f"no index at {tmp_path / 'none'}")
+    # a mistake in the arguments themselves: argparse's usage on stderr, exit 2, and the same line
+    with pytest.raises(SystemExit) as exited:
+        main(["retrieve", "--index", str(tmp_path), "--query", "x", "-k", "abc", "--json"])
+    captured = capsys.readouterr()
+    assert exited.value.code == 2 and "usage: steper-ray retrieve" in captured.err
+    assert _last_json(captured.out) == {"command": "retrieve", "status": "failed", "exit_code": 2,
+                                        "error": "argument -k: invalid int value: 'abc'"}
 
 
 def test_index_says_what_it_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -127,6 +127,10 @@ def test_tsv_corpus_rows_and_errors(tmp_path: Path) -> None:
     as_json.write_text('{"id": null, "title": "A", "text": "Alpha."}\n{"title": "B", "text": "Beta."}\n')
     assert read_corpus(no_ids).passages == read_corpus(as_json).passages
     assert len(read_corpus(no_ids).passages) == 2 and read_corpus(no_ids).bad == []
+    header_only = tmp_path / "e.tsv"
+    header_only.write_text("id\ttitle\ttext\n", encoding="utf-8")
+    with pytest.raises(DataError, match="e.tsv holds no passages: its TSV header has no rows after it"):
+        read_corpus(header_only)
     headless = tmp_path / "h.tsv"
     headless.write_text("1\tA\tAlpha.\n", encoding="utf-8")
     with pytest.raises(DataError, match="needs a first line naming its columns"):

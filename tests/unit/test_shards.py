@@ -96,6 +96,17 @@ def test_a_damaged_or_missing_shard_is_an_index_load_error(bundled_dev: tuple[li
         check_index_dir(root)
 
 
+def test_one_shard_alone_is_refused_with_the_whole_index_named(bundled_dev: tuple[list[Passage], list[str]],
+                                                              tmp_path: Path) -> None:
+    passages, _ = bundled_dev
+    root = build_index(passages[:300], IndexConfig(shards=2)).save(tmp_path / "ix")
+    with pytest.raises(IndexLoadError, match=f"shard-0, one of the 2 shards of the index {root}.*point at {root}"):
+        load_index(root / "shard-0")  # alone it would search part of the passages, silently
+    assert len(load_index(root / "shard-0", shard=True)) < len(load_index(root)) == 300
+    plain = build_index(passages[:30], IndexConfig()).save(tmp_path / "shard-0")  # a name, not a shard
+    assert len(load_index(plain)) == 30
+
+
 def test_shard_settings_that_cannot_work_are_refused() -> None:
     with pytest.raises(UserError, match="index.shards=2 needs index.bm25.backend=bm25s"):
         load_config(None, ["index.shards=2", "index.bm25.backend=rank_bm25"])

@@ -186,9 +186,23 @@ def test_every_bad_queries_line_is_named_at_once(tmp_path: Path) -> None:
         read_queries(f)
     message = str(info.value)
     assert message.startswith("8 of 11 query lines are bad, nothing was searched: ")
-    assert f"{f}:2: invalid JSON" in message and f"{f}:4: no 'question'" in message
+    assert f"{f}:2: invalid JSON (Expecting value at column 13)" in message and f"{f}:4: the query is empty" in message
     assert f"{f}:8: no 'question'" in message and f"{f}:9:" not in message  # five named, the rest counted
-    assert message.endswith("; and 3 more")
+    assert "; and 3 more. a queries file holds one query per line: plain text" in message
+    f.write_text('{"question": "one"}\n{"question": " "}\n')
+    with pytest.raises(DataError, match=f"1 of 2 query line is bad, nothing was searched: {f}:2: the query is empty"):
+        read_queries(f)
+
+
+@pytest.mark.parametrize("text", ['[{"question": "owls"}, {"question": "zebra"}]\n',
+                                  '[\n  {"question": "owls"},\n  "zebra"\n]\n'])
+def test_a_json_list_of_queries_is_refused_with_the_conversion(tmp_path: Path, text: str) -> None:
+    f = tmp_path / "q.json"
+    f.write_text(text)
+    with pytest.raises(DataError, match=r"q.json is a JSON list; a queries file holds one query per line.*jq -c"):
+        read_queries(f)
+    f.write_text("[citation needed] owls\nzebra\n")  # plain text that starts with "[" is queries
+    assert read_queries(f) == ["[citation needed] owls", "zebra"]
 
 
 def test_no_warning_storm_for_a_clean_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
