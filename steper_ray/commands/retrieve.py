@@ -67,8 +67,8 @@ def _refuse_json_list(file: Path) -> None:
         except (ValueError, UnicodeDecodeError):
             return  # a plain-text query that starts with "["
     if isinstance(whole, list):
-        raise DataError(f"{file} is a JSON list; {QUERY_LINES}; convert it with `jq -c '.[]' {file} > "
-                        f"{file.with_suffix('.jsonl')}`")
+        target = file.with_name(f"{file.stem}.queries.jsonl")  # never the input's own name
+        raise DataError(f"{file} is a JSON list; {QUERY_LINES}; convert it with `jq -c '.[]' {file} > {target}`")
 
 
 def run_retrieve(index: str | Path, queries: list[str], k: int) -> list[tuple[str, list[Hit]]]:

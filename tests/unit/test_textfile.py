@@ -199,7 +199,8 @@ def test_every_bad_queries_line_is_named_at_once(tmp_path: Path) -> None:
 def test_a_json_list_of_queries_is_refused_with_the_conversion(tmp_path: Path, text: str) -> None:
     f = tmp_path / "q.json"
     f.write_text(text)
-    with pytest.raises(DataError, match=r"q.json is a JSON list; a queries file holds one query per line.*jq -c"):
+    with pytest.raises(DataError, match=r"q.json is a JSON list; a queries file holds one query per line.*jq -c"
+                       rf" '\.\[\]' {f} > {tmp_path}/q\.queries\.jsonl`$"):
         read_queries(f)
     f.write_text("[citation needed] owls\nzebra\n")  # plain text that starts with "[" is queries
     assert read_queries(f) == ["[citation needed] owls", "zebra"]
