@@ -73,7 +73,10 @@ def test_answers_with_the_same_loop_as_in_process(served: dict[str, Any]) -> Non
     body = r.json()
     assert body["latency_ms"] > 0
     assert 1 <= len(body["steps"]) <= 3 and body["steps"][0]["query"] == QUESTION
-    assert all(len(s["passages"]) == 3 and all(p["title"] for p in s["passages"]) for s in body["steps"])
+    # BM25 returns only passages that hold a word of the query: k for the question, at most k for
+    # a later step's query (the random model's sentence may share no word with any passage)
+    assert len(body["steps"][0]["passages"]) == 3
+    assert all(len(s["passages"]) <= 3 and all(p["title"] for p in s["passages"]) for s in body["steps"])
     # The endpoint runs the StepwiseReasoner the evaluation runs: same greedy steps, same hits.
     generator = build_generator(GeneratorConfig(kind="hf", model=str(served["model"]), max_tokens=12))
     local = AnswerService(load_index(served["index"]), generator).answer(QUESTION, max_steps=3, k=3)
@@ -83,7 +86,8 @@ def test_answers_with_the_same_loop_as_in_process(served: dict[str, Any]) -> Non
 
     # per-request k and max_steps are honoured
     small = _post(served, {"question": QUESTION, "k": 1, "max_steps": 2}).json()
-    assert len(small["steps"]) <= 2 and all(len(s["passages"]) == 1 for s in small["steps"])
+    assert len(small["steps"]) <= 2 and len(small["steps"][0]["passages"]) == 1
+    assert all(len(s["passages"]) <= 1 for s in small["steps"])
 
 
 def test_concurrent_requests_are_all_answered(served: dict[str, Any]) -> None:
