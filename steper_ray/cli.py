@@ -37,6 +37,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
+def _failure_line(command: str | None, code: int, error: str) -> str:
+    """What --json prints as stdout's last line when a command fails (README, Commands)."""
+    return json.dumps({"command": command, "status": "failed", "exit_code": code, "error": error})
+
+
 class ArgumentMistake(SystemExit):
     """argparse's exit 2 for a mistake in the arguments, with its message kept for --json."""
 
@@ -384,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArgumentMistake as mistake:
         if "--json" in given:  # the failure line a script reads, as for every other failure
             command = next((a for a in given if not a.startswith("-")), None)
-            print(json.dumps({"command": command, "status": "failed", "exit_code": 2, "error": mistake.message}))
+            print(_failure_line(command, 2, mistake.message))
         raise
     # Quiet (default): log records go to the command's and each stage's log file; the terminal
     # shows warnings of commands without a log. --verbose: everything on the terminal.
@@ -408,8 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         """Exit code ``code``; with --json, also the failure as the last line of stdout, where a
         script reads the summary of a command that succeeds."""
         if getattr(args, "json", False):
-            console.print(json.dumps({"command": args.command, "status": "failed", "exit_code": code,
-                                      "error": error}))
+            console.print(_failure_line(args.command, code, error))
         return code
 
     def stopped_by_ctrl_c() -> int:
@@ -426,8 +430,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(cause, UserError):
             say(f"error: {cause}")
             return failed(2, str(cause))
-        say(f"{type(cause).__name__}: {cause} (traceback in {stage_failed})")
-        return failed(1, f"{type(cause).__name__}: {cause} (traceback in {stage_failed})")
+        error = f"{type(cause).__name__}: {cause} (traceback in {stage_failed})"
+        say(error)
+        return failed(1, error)
     except UserError as exc:
         say(f"error: {exc}")
         return failed(2, str(exc))
