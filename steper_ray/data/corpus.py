@@ -220,7 +220,9 @@ def iter_tsv_records(file: Path, source: str) -> Iterator[tuple[int, Any, str | 
             yield line.number, None, f"unreadable TSV line: {exc}"
             continue
         if len(fields) != len(names):
-            yield line.number, None, f"{len(fields)} tab-separated fields, the header names {len(names)}"
+            # an id in the first column cannot be shifted by a stray tab later in the row: name it
+            named = {"id": fields[0]} if names[0] == "id" and fields[0].strip() else None
+            yield line.number, named, f"{len(fields)} tab-separated fields, the header names {len(names)}"
             continue
         record: dict[str, Any] = dict(zip(names, fields))
         if "id" in record and not record["id"].strip():

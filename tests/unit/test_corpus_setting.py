@@ -120,7 +120,10 @@ def test_tsv_corpus_rows_and_errors(tmp_path: Path) -> None:
     good.write_text('id\ttitle\ttext\n1\tA\t"Alpha, with\ta tab."\n2\tB\n3\tC\tGamma.\n', encoding="utf-8")
     read = read_corpus(good)
     assert [(p.id, p.title, p.text) for p in read.passages] == [("1", "A", "Alpha, with\ta tab."), ("3", "C", "Gamma.")]
-    assert [(b.line, b.reason) for b in read.bad] == [(3, "2 tab-separated fields, the header names 3")]
+    assert [(b.line, b.record_id, b.reason) for b in read.bad] == [(3, "2", "2 tab-separated fields, the header names 3")]
+    text_first = tmp_path / "t.tsv"  # the id is not the first column: a short row names no id
+    text_first.write_text("text\ttitle\tid\nAlpha.\tA\t1\nBeta.\t2\n", encoding="utf-8")
+    assert [(b.line, b.record_id) for b in read_corpus(text_first).bad] == [(3, None)]
     no_ids = tmp_path / "n.tsv"  # an empty id cell is read as JSON's "id": null: a content id
     no_ids.write_text("id\ttitle\ttext\n\tA\tAlpha.\n \tB\tBeta.\n", encoding="utf-8")
     as_json = tmp_path / "n.jsonl"
