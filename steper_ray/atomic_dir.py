@@ -37,6 +37,20 @@ def refuse_foreign(out: Path, own: Callable[[str], bool], what: str) -> None:
                         "so choose a new or empty directory (nothing was changed)")
 
 
+def own_out_dir(out: Path, own: Callable[[str], bool], what: str) -> Path:
+    """Create ``out`` for a command that writes ``what`` into it, file by file: refused (UserError,
+    nothing changed) when it holds anything ``own`` does not claim (a user's files, a run
+    directory, the run's logs), when it is a file, or when it cannot be created (under a file,
+    no permission). Returns ``out``."""
+    refuse_foreign(out, own, what)
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {out} ({exc.strerror or exc}); give a writable directory "
+                        "path (nothing was changed)") from None
+    return Path(out)
+
+
 @contextmanager
 def atomic_dir(out: Path) -> Iterator[Path]:
     """Build into a temporary sibling and swap it in only when complete, so an interrupted

@@ -438,9 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return failed(2, str(exc))
     except KeyboardInterrupt:
         return stopped_by_ctrl_c()
-    except Exception:
+    except Exception as exc:
         if interrupted.is_set():
             return stopped_by_ctrl_c()
+        failed(1, f"{type(exc).__name__}: {exc}")  # --json: the failure line, then Python's traceback (exit 1)
         raise
 
 

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from steper_ray.atomic_dir import own_out_dir
 from steper_ray.config import (
     ABLATION_MODES,
     LossConfig,
@@ -52,6 +53,12 @@ FIXED_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "first_heavy": (1.5, 1.0, 0.5),
     "last_heavy": (0.5, 1.0, 1.5),
 }
+
+
+# What an ablation directory holds: a rerun writes into these and nothing else (an --out
+# holding other files, e.g. a run directory with its own config.yaml, is refused).
+ABLATE_ENTRIES = frozenset({"config.yaml", "summary.json", "summary.json.tmp", "ablation.md", "ablation.png",
+                            *ABLATION_MODES})
 
 
 def mode_loss(mode: str, base: LossConfig) -> LossConfig:
@@ -117,8 +124,33 @@ def check_modes(cfg: SteperConfig, out: Path) -> None:
         raise UserError("ablate cannot train every mode:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def _read(path: Path, mode_dir: Path, needs: str | None = None) -> dict[str, Any] | None:
+    """The summary at ``path`` (None when absent). Raises UserError naming it, with the fix, when
+    it is not a JSON object (with a ``needs`` mapping): a damaged summary of a finished mode."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        problem = f"does not read as JSON ({exc})"
+    else:
+        if not isinstance(data, dict):
+            problem = f"holds a JSON {type(data).__name__}, not an object"
+        elif needs is not None and not (isinstance(data.get(needs), dict)
+                                        and all(isinstance(v, dict) for v in data[needs].values())):
+            problem = f"has no {needs!r} mapping"
+        else:
+            return data
+    raise UserError(f"{path} {problem}: it is not a summary this command wrote; delete {mode_dir} "
+                    "to train and evaluate that mode again")
+
+
+def mode_summaries(cfg: SteperConfig, mode: str, out: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(train summary, evaluate summary) an earlier run left for ``mode`` in ``out``, each None
+    when absent. Raises UserError for a damaged one (``_read``)."""
+    mcfg = mode_config(cfg, mode, out)
+    return (_read(Path(mcfg.train.out or "") / "summary.json", out / mode),
+            _read(Path(mcfg.evaluate.out or "") / "summary.json", out / mode, needs="metrics"))
 
 
 def _teacher_traces(cfg: SteperConfig) -> tuple[dict[str, Any] | None, str]:
@@ -145,7 +177,7 @@ def _run_mode(cfg: SteperConfig, mode: str, out: Path) -> dict[str, Any]:
     mcfg = mode_config(cfg, mode, out)
     loss = mcfg.train.loss
     train_dir, eval_dir = Path(mcfg.train.out or ""), Path(mcfg.evaluate.out or "")
-    train, evaluation = _read(train_dir / "summary.json"), _read(eval_dir / "summary.json")
+    train, evaluation = mode_summaries(cfg, mode, out)
     if evaluation is not None:
         status = "skipped"
         log.info("ablate %s: trained and evaluated, skipped (delete %s to redo it)", mode, out / mode)
@@ -181,9 +213,10 @@ def run_ablate(cfg: SteperConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     check_ablate(cfg)
-    out = ablate_out(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    out = own_out_dir(ablate_out(cfg), lambda name: name in ABLATE_ENTRIES, "an ablation's results")
     (out / "config.yaml").write_text(dump_config(cfg))
+    for mode in ABLATION_MODES:  # a damaged summary stops the command now, not after hours of training
+        mode_summaries(cfg, mode, out)
     generate, traces = _teacher_traces(cfg)
     check_modes(cfg, out)
     modes = {mode: _run_mode(cfg, mode, out) for mode in cfg.ablate.modes}

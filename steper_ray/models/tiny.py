@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from steper_ray.atomic_dir import own_out_dir
 from steper_ray.config import TinyModelConfig
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):  # type: ignore[no-u
 
 
 def build_tiny_llama(texts: Iterable[str], out: str | Path, cfg: TinyModelConfig | None = None) -> Path:
-    """Train a tokenizer on ``texts``, build a random Llama from ``cfg.seed``, save both to ``out``."""
+    """Train a tokenizer on ``texts``, build a random Llama from ``cfg.seed``, save both to ``out``.
+    Raises UserError, before any work, when ``out`` holds anything but an earlier tiny model."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    out = Path(out)
+    # an earlier tiny model (its steper_tiny.json) is rebuilt in place; anything else is not ours
+    own_out_dir(out, lambda _name: (out / "steper_tiny.json").is_file(), "a tiny model built by steper-ray")
     cfg = cfg or TinyModelConfig()
     # Tokenizer training is multi-threaded; one thread makes merges order-stable across runs.
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
@@ -71,11 +76,10 @@ def build_tiny_llama(texts: Iterable[str], out: str | Path, cfg: TinyModelConfig
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(model_cfg)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # the marker first: a build interrupted while saving leaves a directory a rebuild may replace
+    (out / "steper_tiny.json").write_text(json.dumps(cfg.model_dump(), indent=2))
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    (out / "steper_tiny.json").write_text(json.dumps(cfg.model_dump(), indent=2))
     n_params = sum(p.numel() for p in model.parameters())
     log.info("tiny Llama (%d params, vocab %d) saved to %s", n_params, len(tokenizer), out)
     return out

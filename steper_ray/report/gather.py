@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,27 @@ def read_json(path: Path, notes: list[str] | None = None) -> dict[str, Any] | No
     return None
 
 
+# What reading a well-formed JSON file of the wrong shape raises (e.g. "stages": 5 where a list is
+# expected: a hand-edited summary, or one of another tool)
+SHAPE_ERRORS = (TypeError, AttributeError, KeyError, ValueError, IndexError)
+
+
+def guarded_part(notes: list[str], what: str, default: Any, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, or ``default`` when the files it reads hold data of an unexpected shape
+    (``SHAPE_ERRORS``): that part of the page shows as not run and ``notes`` says why, instead
+    of the whole report failing. A UserError (not a run directory) still propagates."""
+    try:
+        return fn(*args)
+    except UserError:
+        raise
+    except SHAPE_ERRORS as exc:
+        problem = (f"the {what} files hold data of an unexpected shape ({type(exc).__name__}: {exc}); "
+                   "that part is shown as not run")
+        log.warning("%s", problem)
+        notes.append(problem)
+        return default
+
+
 def _finite(value: Any) -> float | None:
     """A number the page can draw or print; None for NaN, infinities (a diverged run logs them)
     and anything that is not a number."""
@@ -78,6 +99,16 @@ def config_note(run_dir: Path) -> str | None:
     return None
 
 
+def _command_of(summary: Path) -> str | None:
+    """The ``command`` a readable summary.json names (None when absent, unreadable or unnamed)."""
+    try:
+        data = json.loads(summary.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    command = data.get("command") if isinstance(data, dict) else None
+    return command if isinstance(command, str) else None
+
+
 def check_run_dir(layout: RunLayout) -> None:
     """Raise UserError unless ``layout.run_dir`` holds a run: a pipeline summary or a stage directory."""
     run_dir = layout.run_dir
@@ -87,7 +118,11 @@ def check_run_dir(layout: RunLayout) -> None:
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} does not exist; pass the run_dir of a pipeline run "
                         "(default runs/local), e.g. `steper-ray report runs/local`")
-    if layout.summary.is_file() or any(layout.stage_dir(s).is_dir() for s in STAGES):
+    other = _command_of(layout.summary)
+    if other not in (None, "pipeline"):  # e.g. <run_dir>/ablate or <run_dir>/generate given as the run
+        raise UserError(f"{run_dir} holds the output of `steper-ray {other}`, not a run directory; pass the "
+                        "run directory above it (the one `steper-ray pipeline` wrote its summary.json into)")
+    if layout.summary.is_file() or layout.ablate.is_dir() or any(layout.stage_dir(s).is_dir() for s in STAGES):
         return
     raise UserError(f"{run_dir} is not a run directory (no summary.json and none of the stage "
                     f"directories {', '.join(s + '/' for s in STAGES)}); pass the run_dir of a "
@@ -443,17 +478,18 @@ def gather_run(layout: RunLayout, max_questions: int = MAX_BROWSER_QUESTIONS) ->
     """``gather_report`` for a layout already checked with ``check_run_dir``."""
     notes: list[str] = []  # files that could not be read, shown at the top of the page
     pipeline = read_json(layout.summary, notes)
-    traces = read_traces(layout, notes)
-    train = train_section(layout, notes)
-    evaluations = evaluation_runs(layout, train, notes)
+    traces = guarded_part(notes, "trace", [], read_traces, layout, notes)
+    train = guarded_part(notes, "training", None, train_section, layout, notes)
+    evaluations = guarded_part(notes, "evaluation", [], evaluation_runs, layout, train, notes)
     report = {
         "run": run_facts(layout, pipeline),
-        "stages": stage_rows(layout, pipeline, notes),
-        "retrieval": retrieval_section(layout, notes),
-        "generate": generate_section(layout, traces, notes),
+        "stages": guarded_part(notes, "pipeline summary", [], stage_rows, layout, pipeline, notes),
+        "retrieval": guarded_part(notes, "retrieval", None, retrieval_section, layout, notes),
+        "generate": guarded_part(notes, "generate", None, generate_section, layout, traces, notes),
         "train": train,
         "evaluation": evaluations,
-        "browser": browser_section(layout, traces, evaluations, max_questions),
+        "browser": guarded_part(notes, "trace browser", {"sources": [], "questions": [], "passages": {}, "notes": []},
+                                browser_section, layout, traces, evaluations, max_questions),
     }
     report["problems"] = list(dict.fromkeys(notes))
     return report

@@ -13,7 +13,7 @@ from html import escape
 from importlib import resources
 from typing import Any
 
-from steper_ray.report.gather import NOT_RUN
+from steper_ray.report.gather import NOT_RUN, guarded_part
 from steper_ray.report.svg import bar_chart, line_chart
 
 # In the first bytes of every page: how `write_report` knows a file it may overwrite.
@@ -185,14 +185,14 @@ def render_report(report: dict[str, Any]) -> str:
     nav = "".join(f'<a href="#{sid}">{escape(t)}</a>' for sid, t in (
         ("stages", "stages"), ("retrieval", "retrieval"), ("generate", "traces kept"), ("train", "training"),
         ("evaluate", "dev metrics"), ("traces", "trace browser")))
-    problems = report.get("problems") or []
+    problems = list(report.get("problems") or [])
+    sections = [guarded_part(problems, what, _not_run(what), fn, report[key]) for key, what, fn in (
+        ("stages", "stage table", stages_html), ("retrieval", "retrieval", retrieval_html),
+        ("generate", "generate", generate_html), ("train", "training", train_html),
+        ("evaluation", "evaluation", evaluation_html), ("browser", "trace browser", browser_html))]
     problems_html = ('<div class="problems"><b>Files that could not be read:</b><ul>'
                      + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul></div>") if problems else ""
-    body = "".join([
-        header_html(report["run"]), f"<nav>{nav}</nav>", problems_html, stages_html(report["stages"]),
-        retrieval_html(report["retrieval"]), generate_html(report["generate"]), train_html(report["train"]),
-        evaluation_html(report["evaluation"]), browser_html(report["browser"]),
-    ])
+    body = "".join([header_html(report["run"]), f"<nav>{nav}</nav>", problems_html, *sections])
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{REPORT_MARK}'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

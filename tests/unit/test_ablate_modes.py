@@ -125,3 +125,30 @@ def test_modes_that_cannot_fill_an_optimizer_step_are_all_named_before_training(
     assert "vanilla_kd: too few step examples" in err and "trains on 4 agg examples" in err
     assert "steper:" not in err and "last_heavy:" not in err  # 12 examples fill a step of 3 on 2 workers
     assert "train.grad_accum=3" in err and not (tmp_path / "ablate" / "vanilla_kd").exists()
+
+
+def test_an_out_holding_other_files_or_a_damaged_summary_is_refused_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    mine = tmp_path / "mine"  # a user's directory: its config.yaml must survive
+    mine.mkdir()
+    (mine / "config.yaml").write_text("keep: me\n")
+    (mine / "notes.txt").write_text("mine\n")
+    base = ["ablate", f"run_dir={tmp_path / 'run'}", f"train.examples={examples}", "--modes", "uniform"]
+    assert main([*base, "--out", str(mine)]) == 2
+    assert "holds other data (notes.txt)" in capsys.readouterr().err
+    assert (mine / "config.yaml").read_text() == "keep: me\n"
+    assert main([*base, "--out", str(mine / "notes.txt" / "sub")]) == 2  # under a file: no OSError traceback
+    assert "cannot create" in capsys.readouterr().err
+    # a mode an earlier run finished, whose summary was damaged since: named now, not after training
+    out = tmp_path / "ablate"
+    (out / "steper" / "evaluate").mkdir(parents=True)
+    (out / "steper" / "evaluate" / "summary.json").write_text('{"metrics":')
+    assert main([*base, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'steper' / 'evaluate' / 'summary.json'} does not read as JSON" in err
+    assert f"delete {out / 'steper'}" in err and "Traceback" not in err
+    (out / "steper" / "evaluate" / "summary.json").write_text('{"metrics": 5}')
+    assert main([*base, "--out", str(out)]) == 2
+    assert "has no 'metrics' mapping" in capsys.readouterr().err

@@ -298,3 +298,37 @@ def test_charts_escape_labels_and_handle_no_data() -> None:
     rows = set(re.findall(r'<text x="[0-9.]+" y="([0-9.]+)" class="legend"', legend))
     assert len(xs) == 5 and len(rows) >= 2
     assert all(x + 7 * len(n) <= 520 for x, n in zip(xs, names))
+
+
+def test_well_formed_json_of_the_wrong_shape_is_named_on_the_page_not_fatal(
+        report_run: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "shapes"
+    shutil.copytree(report_run["run"], run)
+    (run / "summary.json").write_text('{"command": "pipeline", "stages": 5}')
+    gen = json.loads((run / "generate" / "summary.json").read_text())
+    (run / "generate" / "summary.json").write_text(json.dumps({**gen, "examples_per_task": 5}))
+    (run / "evaluate" / "summary.json").write_text('{"command": "evaluate", "metrics": 5}')
+    assert main(["report", str(run)]) == 0
+    page = (run / "report.html").read_text(encoding="utf-8")
+    problems = gather_report(run)["problems"]
+    assert any("unexpected shape" in p for p in problems) and "Files that could not be read" in page
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_stage_directory_given_as_the_run_is_refused(report_run: dict[str, Any], tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(report_run["run"] / "generate")]) == 2
+    assert "holds the output of `steper-ray generate`, not a run directory" in capsys.readouterr().err
+    assert not (report_run["run"] / "generate" / "report.html").exists()
+
+
+def test_an_unexpected_failure_still_ends_json_output_with_the_failure_line(
+        report_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(*_: Any, **__: Any) -> Path:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("steper_ray.report.write_report", broken)
+    with pytest.raises(RuntimeError):
+        main(["report", str(report_run["run"]), "--json"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last == {"command": "report", "status": "failed", "exit_code": 1, "error": "RuntimeError: a bug"}

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from steper_ray.config import TinyModelConfig
+from steper_ray.errors import UserError
 from steper_ray.models.tiny import build_tiny_llama
 
 PROMPTS = ["Which Canadian rock band released a song called", "Neil Peart was the drummer of"]
@@ -32,6 +33,17 @@ def test_build_is_deterministic_and_seeded(tiny_model_dir: Path, tmp_path: Path)
 def test_empty_corpus_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="non-empty corpus"):
         build_tiny_llama(["", "  "], tmp_path / "m")
+
+
+def test_a_directory_holding_other_files_is_never_written(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("keep")
+    with pytest.raises(UserError, match="holds other data"):
+        build_tiny_llama(["some text"], mine)
+    assert (mine / "config.json").read_text() == "keep"
+    rebuilt = build_tiny_llama(["some text"] * 4, tmp_path / "m", TinyModelConfig(vocab_size=300))
+    assert build_tiny_llama(["some text"] * 4, rebuilt, TinyModelConfig(vocab_size=300)) == rebuilt  # its own: rebuilt
 
 
 def _hf_greedy(model_dir: Path, prompts: list[str], n: int) -> list[list[int]]:
