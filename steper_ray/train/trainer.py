@@ -30,9 +30,14 @@ def resolve_examples(cfg: SteperConfig) -> str:
     path = layout.examples
     if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
         raise UserError(f"no step examples at {path}; run `steper-ray generate` first or set train.examples")
+    import pyarrow as pa
     import pyarrow.dataset as pads
 
-    rows = pads.dataset(str(path), format="parquet").to_table(columns=["id", "task"]).to_pylist()
+    try:
+        rows = pads.dataset(str(path), format="parquet").to_table(columns=["id", "task"]).to_pylist()
+    except (pa.ArrowInvalid, OSError) as exc:  # not Parquet, or Parquet without the step-example columns
+        raise UserError(f"{path} does not read as step examples ({str(exc).splitlines()[0]}); point "
+                        "train.examples at the examples/ directory `steper-ray generate` writes") from None
     if not rows:
         raise UserError(f"{path} holds no step examples: the teacher kept no traces (see "
                         f"{layout.generate / 'summary.json'} for why each was dropped); "

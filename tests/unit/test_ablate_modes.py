@@ -152,3 +152,18 @@ def test_an_out_holding_other_files_or_a_damaged_summary_is_refused_before_train
     (out / "steper" / "evaluate" / "summary.json").write_text('{"metrics": 5}')
     assert main([*base, "--out", str(out)]) == 2
     assert "has no 'metrics' mapping" in capsys.readouterr().err
+
+
+def test_examples_that_are_not_step_examples_exit_2_before_training(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = tmp_path / "examples.txt"
+    text.write_text("hello\n")
+    no_task = tmp_path / "no_task.parquet"
+    pq.write_table(pa.table({"id": ["a"]}), no_task)
+    for examples in (text, no_task):
+        assert main(["ablate", f"run_dir={tmp_path / 'run'}", f"train.examples={examples}", "--modes", "uniform"]) == 2
+        err = capsys.readouterr().err
+        assert f"{examples} does not read as step examples" in err and "Traceback" not in err
