@@ -23,8 +23,10 @@ CorpusFormat = Literal["auto", "jsonl", "title_dict", "title_text_list"]
 class Section(BaseModel):
     """Base of every config model: unknown keys are errors (typos must not pass silently)."""
 
+    # allow_inf_nan: YAML's .inf / .nan (or 1e400) is never a meaningful setting here
     model_config = ConfigDict(
-        extra="forbid", validate_default=True, validate_assignment=True, coerce_numbers_to_str=True
+        extra="forbid", validate_default=True, validate_assignment=True, coerce_numbers_to_str=True,
+        allow_inf_nan=False,
     )
 
 
@@ -413,8 +415,8 @@ class LossConfig(Section):
 
     @model_validator(mode="after")
     def _three_weights(self) -> LossConfig:
-        if len(self.weights) != 3 or any(w < 0 for w in self.weights):
-            raise ValueError("loss.weights needs three non-negative numbers: init, exp, agg")
+        if len(self.weights) != 3 or any(w < 0 for w in self.weights) or not any(self.weights):
+            raise ValueError("loss.weights needs three non-negative numbers, not all zero: init, exp, agg")
         return self
 
 

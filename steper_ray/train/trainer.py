@@ -29,6 +29,9 @@ def resolve_examples(cfg: SteperConfig) -> str:
     layout = RunLayout(cfg)
     path = layout.examples
     if not path.exists() or (path.is_dir() and not any(path.glob("*.parquet"))):
+        if cfg.train.examples:  # the user's setting: the fix is the setting, not running generate
+            raise UserError(f"train.examples {path} holds no step examples (no *.parquet); point it at the "
+                            "examples/ directory `steper-ray generate` writes, or unset it")
         raise UserError(f"no step examples at {path}; run `steper-ray generate` first or set train.examples")
     import pyarrow as pa
     import pyarrow.dataset as pads

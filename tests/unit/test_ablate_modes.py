@@ -163,6 +163,10 @@ def test_examples_that_are_not_step_examples_exit_2_before_training(tmp_path: Pa
     text.write_text("hello\n")
     no_task = tmp_path / "no_task.parquet"
     pq.write_table(pa.table({"id": ["a"]}), no_task)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["ablate", f"run_dir={tmp_path / 'run'}", f"train.examples={empty}", "--modes", "uniform"]) == 2
+    assert f"train.examples {empty} holds no step examples (no *.parquet)" in capsys.readouterr().err
     for examples in (text, no_task):
         assert main(["ablate", f"run_dir={tmp_path / 'run'}", f"train.examples={examples}", "--modes", "uniform"]) == 2
         err = capsys.readouterr().err

@@ -113,6 +113,15 @@ def test_cross_field_rules() -> None:
         load_config(None, ["data.dev=[{name: a, path: x}, {name: a, path: y}]"])
 
 
+def test_infinite_nan_and_all_zero_numbers_are_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.lr=.inf", "train.warmup_ratio=.nan"])
+    assert "train.lr" in str(err.value) and "train.warmup_ratio" in str(err.value)
+    for weights in ("[1, 1, .nan]", "[1, 1, .inf]", "[0, 0, 0]"):
+        with pytest.raises(ConfigError, match="loss.weights|finite"):
+            load_config(None, ["train.loss.mode=uniform", f"train.loss.weights={weights}"])
+
+
 def test_parse_overrides_values() -> None:
     tree, problems = parse_overrides(["a.b=1", "a.c=true", "d=null", "e=text with spaces"])
     assert problems == []
