@@ -388,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parse(parser, given)
     except ArgumentMistake as mistake:
         if "--json" in given:  # the failure line a script reads, as for every other failure
-            command = next((a for a in given if not a.startswith("-")), None)
+            command = next((a for a in given if a in _commands(parser)), None)
             print(_failure_line(command, 2, mistake.message))
         raise
     # Quiet (default): log records go to the command's and each stage's log file; the terminal
@@ -445,10 +445,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    """The command names ``parser`` knows (its subparsers' choices)."""
+    return {name for action in parser._subparsers._group_actions for name in action.choices} if parser._subparsers else set()
+
+
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """The parsed command line. Raises ArgumentMistake (exit 2) for a mistake in it."""
     # key=value overrides may come anywhere, also after options that follow a positional
     # (argparse would otherwise reject them), so collect the leftovers here.
+    first = argv[0] if argv else ""
+    if first.startswith("-") and first not in ("-h", "--help", "-v", "--verbose"):
+        # `steper-ray --config x.yaml ablate` reads x.yaml as the command: say where options go
+        at = next((i for i, a in enumerate(argv) if a in _commands(parser)), None)
+        example = (f"`steper-ray {argv[at]} {' '.join(argv[:at])}`" if at is not None
+                   else f"`steper-ray COMMAND {first}`")
+        parser.error(f"{first.split('=', 1)[0]} goes after the command, e.g. {example} (only -v/--verbose "
+                     "comes before it)")
     args, extra = parser.parse_known_args(argv)
     unknown = [x for x in extra if x.startswith("-") or "=" not in x]
     if unknown:

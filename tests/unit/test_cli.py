@@ -133,6 +133,13 @@ def test_json_failure_is_the_last_line_of_stdout(tmp_path: Path, capsys: pytest.
     assert exited.value.code == 2 and "usage: steper-ray retrieve" in captured.err
     assert _last_json(captured.out) == {"command": "retrieve", "status": "failed", "exit_code": 2,
                                         "error": "argument -k: invalid int value: 'abc'"}
+    # an option before the command: where it goes, and the command named in the line
+    with pytest.raises(SystemExit):
+        main(["--config", "x.yaml", "ablate", "--json"])
+    assert _last_json(capsys.readouterr().out) == {
+        "command": "ablate", "status": "failed", "exit_code": 2,
+        "error": "--config goes after the command, e.g. `steper-ray ablate --config x.yaml` (only "
+                 "-v/--verbose comes before it)"}
 
 
 def test_index_says_what_it_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
