@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,18 +37,47 @@ def refuse_foreign(out: Path, own: Callable[[str], bool], what: str) -> None:
                         "so choose a new or empty directory (nothing was changed)")
 
 
-def own_out_dir(out: Path, own: Callable[[str], bool], what: str) -> Path:
-    """Create ``out`` for a command that writes ``what`` into it, file by file: refused (UserError,
-    nothing changed) when it holds anything ``own`` does not claim (a user's files, a run
-    directory, the run's logs), when it is a file, or when it cannot be created (under a file,
-    no permission). Returns ``out``."""
-    refuse_foreign(out, own, what)
+def _stray(path: Path, kind: str | frozenset[str]) -> bool:
+    """Whether ``path`` is not what an output directory holds under its name: a link (writing
+    would go through it), a file where a directory belongs or the reverse, or a directory
+    holding names outside ``kind`` (a frozenset of allowed child names)."""
+    if path.is_symlink():
+        return True
+    if kind == "file":
+        return not path.is_file()
+    if not path.is_dir():
+        return True
+    return isinstance(kind, frozenset) and any(child.name not in kind or child.is_symlink() for child in path.iterdir())
+
+
+def own_out_dir(out: Path, entries: Mapping[str, str | frozenset[str]] | None, what: str,
+                written_here: Callable[[Path], bool]) -> Path:
+    """Create ``out`` for a command that writes ``what`` into it file by file (a rerun or a
+    resume writes into its own earlier output). Refused with UserError, nothing changed, when
+    ``out`` is a file or cannot be created, or when it holds anything and either an entry is
+    not one of ``entries`` (name -> "file", "dir", or the names a directory may hold; None: any
+    name) or ``written_here(out)`` does not recognise it as this command's output (its summary
+    or marker file). Returns ``out``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; {what} go into a directory, so choose a new or empty directory "
+                        "(nothing was changed)")
+    present = sorted(out.iterdir()) if out.is_dir() else []
+    others = [p.name + ("/" if p.is_dir() else "") for p in present
+              if entries is not None and (p.name not in entries or _stray(p, entries[p.name]))
+              or entries is None and p.is_symlink()]
+    if present and not others and not written_here(out):
+        others = [p.name + ("/" if p.is_dir() else "") for p in present]
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise UserError(f"{out} holds other data ({shown}), not {what} this command wrote; choose a new or "
+                        "empty directory (nothing was changed)")
     try:
-        Path(out).mkdir(parents=True, exist_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {out} ({exc.strerror or exc}); give a writable directory "
                         "path (nothing was changed)") from None
-    return Path(out)
+    return out
 
 
 @contextmanager

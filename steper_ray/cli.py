@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="a model answers the dev sets (Ray Data); or compare runs")
     p.add_argument("--out", help="output directory (default <run_dir>/evaluate; with --compare "
                    "<run_dir>/compare)")
-    p.add_argument("--compare", nargs="+", metavar="RUN_DIR",
+    p.add_argument("--compare", nargs="+", action="extend", metavar="RUN_DIR",
                    help="write a comparison report (Markdown + PNG) of these evaluated runs instead")
     _common(p)
 
@@ -387,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parse(parser, given)
     except ArgumentMistake as mistake:
-        if "--json" in given:  # the failure line a script reads, as for every other failure
+        if any(a == "--json" or a.startswith("--json=") for a in given):  # the line a script reads, as for every failure
             command = next((a for a in given if a in _commands(parser)), None)
             print(_failure_line(command, 2, mistake.message))
         raise
@@ -412,8 +412,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def failed(code: int, error: str) -> int:
         """Exit code ``code``; with --json, also the failure as the last line of stdout, where a
         script reads the summary of a command that succeeds."""
-        if getattr(args, "json", False):
-            console.print(_failure_line(args.command, code, error))
+        if getattr(args, "json", False):  # named as the summary of a success names the command
+            command = "evaluate --compare" if getattr(args, "compare", None) else args.command
+            console.print(_failure_line(command, code, error))
         return code
 
     def stopped_by_ctrl_c() -> int:
@@ -454,14 +455,13 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     """The parsed command line. Raises ArgumentMistake (exit 2) for a mistake in it."""
     # key=value overrides may come anywhere, also after options that follow a positional
     # (argparse would otherwise reject them), so collect the leftovers here.
-    first = argv[0] if argv else ""
-    if first.startswith("-") and first not in ("-h", "--help", "-v", "--verbose"):
-        # `steper-ray --config x.yaml ablate` reads x.yaml as the command: say where options go
-        at = next((i for i, a in enumerate(argv) if a in _commands(parser)), None)
-        example = (f"`steper-ray {argv[at]} {' '.join(argv[:at])}`" if at is not None
-                   else f"`steper-ray COMMAND {first}`")
-        parser.error(f"{first.split('=', 1)[0]} goes after the command, e.g. {example} (only -v/--verbose "
-                     "comes before it)")
+    # `steper-ray --config x.yaml ablate` reads x.yaml as the command: say where options go
+    at = next((i for i, a in enumerate(argv) if a in _commands(parser)), len(argv))
+    early = [a for a in argv[:at] if a not in ("-v", "--verbose")]
+    if early and early[0].startswith("-") and not {"-h", "--help"} & set(early):
+        command = argv[at] if at < len(argv) else "COMMAND"
+        parser.error(f"{early[0].split('=', 1)[0]} goes after the command, e.g. `steper-ray {command} "
+                     f"{' '.join(early)}` (only -v/--verbose comes before it)")
     args, extra = parser.parse_known_args(argv)
     unknown = [x for x in extra if x.startswith("-") or "=" not in x]
     if unknown:
@@ -470,6 +470,9 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         args.overrides = [*args.overrides, *extra]
     elif extra:  # a command without a config (report, config-reference) takes no key=value
         parser.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
+    out = getattr(args, "out", None)
+    if out is not None and not out.strip():
+        parser.error("--out is empty; give a path, or leave --out out for the default")
     if getattr(args, "compare", None):  # nargs="+" also swallows trailing key=value overrides
         args.overrides += [x for x in args.compare if "=" in x]
         args.compare = [x for x in args.compare if "=" not in x]

@@ -27,7 +27,6 @@ vanilla_kd  mode vanilla_kd: agg examples only, the whole chain as target
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -43,7 +42,8 @@ from steper_ray.config import (
 )
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
-from steper_ray.summary import write_summary
+from steper_ray.evaluate.report import evaluate_summary_problem
+from steper_ray.summary import json_type, read_summary, summary_command, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,24 @@ FIXED_WEIGHTS: dict[str, tuple[float, float, float]] = {
 
 # What an ablation directory holds: a rerun writes into these and nothing else (an --out
 # holding other files, e.g. a run directory with its own config.yaml, is refused).
-ABLATE_ENTRIES = frozenset({"config.yaml", "summary.json", "summary.json.tmp", "ablation.md", "ablation.png",
-                            *ABLATION_MODES})
+ABLATE_ENTRIES: dict[str, str | frozenset[str]] = {
+    **{name: "file" for name in ("config.yaml", "summary.json", "summary.json.tmp", "ablation.md", "ablation.png")},
+    **{mode: frozenset({"train", "evaluate"}) for mode in ABLATION_MODES},
+}
+# The first line of the config.yaml ablate writes: how a rerun knows an interrupted ablation's
+# directory (one without a summary.json yet) as its own.
+CONFIG_MARK = "# steper-ray ablate: the configuration of this ablation\n"
+
+
+def _ablation_here(out: Path) -> bool:
+    """Whether ``out`` is an ablation's directory: its summary, or the config.yaml ablate wrote."""
+    if summary_command(out) == "ablate":
+        return True
+    try:
+        with open(out / "config.yaml", encoding="utf-8") as fh:
+            return fh.readline() == CONFIG_MARK
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def mode_loss(mode: str, base: LossConfig) -> LossConfig:
@@ -124,33 +140,51 @@ def check_modes(cfg: SteperConfig, out: Path) -> None:
         raise UserError("ablate cannot train every mode:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _read(path: Path, mode_dir: Path, needs: str | None = None) -> dict[str, Any] | None:
-    """The summary at ``path`` (None when absent). Raises UserError naming it, with the fix, when
-    it is not a JSON object (with a ``needs`` mapping): a damaged summary of a finished mode."""
+def _read(path: Path, mode_dir: Path, evaluation: bool) -> dict[str, Any] | None:
+    """The train or evaluate summary at ``path`` (None when absent). Raises UserError naming it,
+    with the fix, when it is damaged: not a JSON object, or fields of other types than the ones
+    train and evaluate write (the ablation table reads them)."""
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        problem = f"does not read as JSON ({exc})"
+        data = read_summary(path)
+    except ValueError as exc:
+        problem: str | None = str(exc)
     else:
-        if not isinstance(data, dict):
-            problem = f"holds a JSON {type(data).__name__}, not an object"
-        elif needs is not None and not (isinstance(data.get(needs), dict)
-                                        and all(isinstance(v, dict) for v in data[needs].values())):
-            problem = f"has no {needs!r} mapping"
+        if evaluation:
+            problem = evaluate_summary_problem(data)
         else:
+            odd = [k for k, kind in (("loss", "object"), ("final", "object"), ("dropped_examples", "object"),
+                                     ("params", "number"), ("steps", "number"), ("examples_used", "number"),
+                                     ("wall_s", "number"))
+                   if data.get(k) is not None and json_type(data[k]) != kind]
+            problem = f"holds {', '.join(odd)} of another JSON type than training writes" if odd else None
+        if problem is None:
             return data
     raise UserError(f"{path} {problem}: it is not a summary this command wrote; delete {mode_dir} "
                     "to train and evaluate that mode again")
+
+
+def check_summaries(cfg: SteperConfig, out: Path) -> None:
+    """Every summary an earlier run left in ``out`` reads (``mode_summaries``); all damaged
+    ones named at once, before any training (not hours later, when the table is written)."""
+    problems = []
+    for mode in ABLATION_MODES:
+        try:
+            mode_summaries(cfg, mode, out)
+        except UserError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise UserError("ablate cannot use the earlier results in " + f"{out}:\n"
+                        + "\n".join(f"  - {p}" for p in problems))
 
 
 def mode_summaries(cfg: SteperConfig, mode: str, out: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(train summary, evaluate summary) an earlier run left for ``mode`` in ``out``, each None
     when absent. Raises UserError for a damaged one (``_read``)."""
     mcfg = mode_config(cfg, mode, out)
-    return (_read(Path(mcfg.train.out or "") / "summary.json", out / mode),
-            _read(Path(mcfg.evaluate.out or "") / "summary.json", out / mode, needs="metrics"))
+    return (_read(Path(mcfg.train.out or "") / "summary.json", out / mode, evaluation=False),
+            _read(Path(mcfg.evaluate.out or "") / "summary.json", out / mode, evaluation=True))
 
 
 def _teacher_traces(cfg: SteperConfig) -> tuple[dict[str, Any] | None, str]:
@@ -213,12 +247,11 @@ def run_ablate(cfg: SteperConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     check_ablate(cfg)
-    out = own_out_dir(ablate_out(cfg), lambda name: name in ABLATE_ENTRIES, "an ablation's results")
-    (out / "config.yaml").write_text(dump_config(cfg))
-    for mode in ABLATION_MODES:  # a damaged summary stops the command now, not after hours of training
-        mode_summaries(cfg, mode, out)
+    out = own_out_dir(ablate_out(cfg), ABLATE_ENTRIES, "an ablation's results", _ablation_here)
+    check_summaries(cfg, out)
     generate, traces = _teacher_traces(cfg)
     check_modes(cfg, out)
+    (out / "config.yaml").write_text(CONFIG_MARK + dump_config(cfg))  # after the checks: a refusal changes nothing
     modes = {mode: _run_mode(cfg, mode, out) for mode in cfg.ablate.modes}
     # modes an earlier run trained and evaluated here stay in the report: on a CPU the modes of
     # one ablation are often run a few at a time (status "earlier run")

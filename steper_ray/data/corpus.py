@@ -18,6 +18,7 @@ from steper_ray.data.readers import iter_json_document, iter_json_records
 from steper_ray.data.records import BadRecord, Passage, QuestionRecord, passage_id
 from steper_ray.data.textfile import first_char, iter_lines
 from steper_ray.errors import DataError
+from steper_ray.summary import json_type
 
 __all__ = ["CorpusRead", "CorpusScan", "extract_corpus", "passage_id", "read_corpus"]
 
@@ -63,23 +64,10 @@ class CorpusRead:
         }
 
 
-def _json_type(value: Any) -> str:
-    """The JSON name of a decoded value's type (RFC 8259: object, array, string, number, ...)."""
-    if isinstance(value, bool):  # before int: a bool is an int in Python
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    return "string" if isinstance(value, str) else "null"
-
-
 def _corpus_entry(item: Any) -> tuple[Passage, bool]:
     """A passage and whether its id was given (else it is derived from title + text)."""
     if not isinstance(item, dict):
-        raise ValueError(f"entry is a JSON {_json_type(item)}, not an object")
+        raise ValueError(f"entry is a JSON {json_type(item)}, not an object")
     title = item.get("title", "")
     text = next((item[k] for k in _TEXT_KEYS if k in item), None)
     if not isinstance(title, str):
@@ -87,10 +75,10 @@ def _corpus_entry(item: Any) -> tuple[Passage, bool]:
     if isinstance(text, list):
         odd = [s for s in text if not isinstance(s, str)]
         if odd:  # never a sentence dropped uncounted
-            raise ValueError(f"field 'text' holds a JSON {_json_type(odd[0])} among its sentences, not only strings")
+            raise ValueError(f"field 'text' holds a JSON {json_type(odd[0])} among its sentences, not only strings")
         text = " ".join(s.strip() for s in text if s.strip())
     if text is not None and not isinstance(text, str):
-        raise ValueError(f"field 'text' is a JSON {_json_type(text)}, not a string or a list of sentences")
+        raise ValueError(f"field 'text' is a JSON {json_type(text)}, not a string or a list of sentences")
     if text is None or not text.strip():
         raise ValueError("field 'text' is missing or empty")
     pid = item.get("id")

@@ -3,18 +3,36 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from steper_ray.atomic_dir import own_out_dir
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
-from steper_ray.summary import write_summary
+from steper_ray.summary import json_type, read_summary, summary_command, write_summary
 
 # What a comparison directory holds: a rerun replaces these and nothing else.
-COMPARE_ENTRIES = frozenset({"summary.json", "summary.json.tmp", "comparison.md", "comparison.png"})
+COMPARE_ENTRIES = {name: "file" for name in ("summary.json", "summary.json.tmp", "comparison.md", "comparison.png")}
 METRICS = ("em", "f1", "acc", "marked", "recall")  # marked: share of answers with the answer marker
+
+
+def evaluate_summary_problem(data: dict[str, Any]) -> str | None:
+    """What makes ``data`` (an evaluate summary.json) unusable for a comparison or an ablation
+    table, or None: per-dataset metrics that are not objects of numbers, or a model, label or
+    corpus of another JSON type than the one `steper-ray evaluate` writes."""
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict):
+        return f"has no per-dataset 'metrics' object (a JSON {json_type(metrics)})"
+    for dataset, m in metrics.items():
+        if not isinstance(m, dict):
+            return f"holds metrics for {dataset!r} that are a JSON {json_type(m)}, not an object"
+        odd = sorted(k for k, v in m.items() if v is not None and json_type(v) != "number")
+        if odd:
+            return f"holds {dataset!r} metrics that are not numbers: {', '.join(odd)}"
+    for key, kind in (("model", "object"), ("label", "string"), ("corpus", "string")):
+        if data.get(key) is not None and json_type(data[key]) != kind:
+            return f"holds a {key!r} that is a JSON {json_type(data[key])}, not a {kind}"
+    return None
 
 
 def _load_run(path: Path) -> tuple[str, dict[str, Any]]:
@@ -23,41 +41,38 @@ def _load_run(path: Path) -> tuple[str, dict[str, Any]]:
         raise UserError(f"{path} {'is a file' if path.exists() else 'does not exist'}; --compare takes run "
                         "directories (or their evaluate/ directories)")
     layout = RunLayout.of_run(path)
-    for cand in (layout.evaluate / "summary.json", path / "summary.json"):
-        if cand.is_file():
-            summary = _summary(cand)
-            if summary.get("command") == "evaluate":
-                break
+    found = [c for c in (layout.evaluate / "summary.json", path / "summary.json") if c.is_file()]
+    for cand in found:
+        try:
+            summary = read_summary(cand)
+        except ValueError as exc:
+            raise UserError(f"{cand} {exc}; evaluate that run again") from None
+        if summary.get("command") == "evaluate":
+            break
     else:
-        raise UserError(f"{path} has no evaluation results (evaluate/summary.json); run "
-                        f"`steper-ray evaluate run_dir={path}` first")
-    metrics = summary.get("metrics")
-    if not isinstance(metrics, dict) or not all(isinstance(m, dict) for m in metrics.values()):
-        raise UserError(f"{cand} has no per-dataset 'metrics' mapping: it is not a summary `steper-ray "
-                        "evaluate` wrote; evaluate that run again")
+        named = (f" ({', '.join(map(str, found))}: not written by `steper-ray evaluate`)" if found else "")
+        raise UserError(f"{path} has no evaluation results (evaluate/summary.json){named}; run "
+                        f"`steper-ray evaluate run_dir={path}` first, or pass an evaluated run (for an "
+                        "ablation, one of its mode directories)")
+    problem = evaluate_summary_problem(summary)
+    if problem:
+        raise UserError(f"{cand} {problem}: it is not a summary `steper-ray evaluate` wrote; evaluate that run again")
     if cand.parent != layout.evaluate:  # an evaluate directory given itself: its run is above it
         layout = RunLayout.of_run(cand.parent.parent)
     if summary.get("label"):
         return summary["label"], summary
     label = layout.run_dir.name
     train = layout.train / "summary.json"
-    model = summary.get("model", {})
+    model = summary.get("model") or {}
     if model.get("kind") == "evidence" or summary.get("prompt") == "teacher":
         label += " (teacher)"
     elif train.is_file():
-        label += f" ({_summary(train).get('loss_mode', 'student')})"
+        try:
+            mode = read_summary(train).get("loss_mode")
+        except ValueError:
+            mode = None  # only the label is read from it; the metrics are the evaluate summary's
+        label += f" ({mode if isinstance(mode, str) else 'student'})"
     return label, summary
-
-
-def _summary(path: Path) -> dict[str, Any]:
-    """The JSON object at ``path``. Raises UserError naming the file when it is not one."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{path} does not read as JSON ({exc}); evaluate that run again") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} holds a JSON {type(data).__name__}, not a summary object; evaluate that run again")
-    return data
 
 
 def _number(value: Any, digits: int) -> str:
@@ -77,7 +92,8 @@ def compare_runs(run_dirs: list[str], out: Path) -> dict[str, Any]:
     table: dict[str, dict[str, dict[str, Any]]] = {
         label: summary["metrics"] for label, (_, summary) in zip(labels, runs)
     }
-    own_out_dir(out, lambda name: name in COMPARE_ENTRIES, "a comparison's results")
+    own_out_dir(out, COMPARE_ENTRIES, "the results of a comparison",
+                lambda d: summary_command(d) == "evaluate --compare")
     lines = ["| run | dataset | questions | EM | F1 | Acc | marked | recall | steps | tokens/q |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label in labels:

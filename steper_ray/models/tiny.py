@@ -51,7 +51,7 @@ def build_tiny_llama(texts: Iterable[str], out: str | Path, cfg: TinyModelConfig
 
     out = Path(out)
     # an earlier tiny model (its steper_tiny.json) is rebuilt in place; anything else is not ours
-    own_out_dir(out, lambda _name: (out / "steper_tiny.json").is_file(), "a tiny model built by steper-ray")
+    own_out_dir(out, None, "a tiny model", lambda d: (d / "steper_tiny.json").is_file())
     cfg = cfg or TinyModelConfig()
     # Tokenizer training is multi-threaded; one thread makes merges order-stable across runs.
     os.environ.setdefault("RAYON_NUM_THREADS", "1")

@@ -22,8 +22,10 @@ from steper_ray import __version__
 from steper_ray.config import DatasetSpec
 from steper_ray.errors import UserError
 from steper_ray.evaluate.metrics import answer_scores
+from steper_ray.evaluate.report import evaluate_summary_problem
 from steper_ray.generate.filter import reason_kind
 from steper_ray.layout import RunLayout, predictions_file
+from steper_ray.summary import summary_command
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def guarded_part(notes: list[str], what: str, default: Any, fn: Callable[..., An
     except UserError:
         raise
     except SHAPE_ERRORS as exc:
-        problem = (f"the {what} files hold data of an unexpected shape ({type(exc).__name__}: {exc}); "
+        problem = (f"{what}: data of an unexpected shape ({type(exc).__name__}: {exc}); "
                    "that part is shown as not run")
         log.warning("%s", problem)
         notes.append(problem)
@@ -99,16 +101,6 @@ def config_note(run_dir: Path) -> str | None:
     return None
 
 
-def _command_of(summary: Path) -> str | None:
-    """The ``command`` a readable summary.json names (None when absent, unreadable or unnamed)."""
-    try:
-        data = json.loads(summary.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    command = data.get("command") if isinstance(data, dict) else None
-    return command if isinstance(command, str) else None
-
-
 def check_run_dir(layout: RunLayout) -> None:
     """Raise UserError unless ``layout.run_dir`` holds a run: a pipeline summary or a stage directory."""
     run_dir = layout.run_dir
@@ -118,7 +110,7 @@ def check_run_dir(layout: RunLayout) -> None:
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} does not exist; pass the run_dir of a pipeline run "
                         "(default runs/local), e.g. `steper-ray report runs/local`")
-    other = _command_of(layout.summary)
+    other = summary_command(layout.run_dir)
     if other not in (None, "pipeline"):  # e.g. <run_dir>/ablate or <run_dir>/generate given as the run
         raise UserError(f"{run_dir} holds the output of `steper-ray {other}`, not a run directory; pass the "
                         "run directory above it (the one `steper-ray pipeline` wrote its summary.json into)")
@@ -235,19 +227,26 @@ def generate_section(layout: RunLayout, traces: list[dict[str, Any]], notes: lis
     }
 
 
-def read_metric_rows(path: Path) -> list[dict[str, Any]]:
+def read_metric_rows(path: Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """``train/metrics.jsonl``: one row per optimizer step, the last logged for each step (a
-    resumed run logs steps after its checkpoint again); unparsable lines are skipped."""
+    resumed run logs steps after its checkpoint again); lines that are not a step's metrics
+    are skipped and counted in ``notes``."""
     if not path.is_file():
         return []
     rows: dict[int, dict[str, Any]] = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    bad = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            continue
+            row = None
         if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row["step"], bool):
             rows[row["step"]] = row
+        elif line.strip():
+            bad.append(number)
+    if bad and notes is not None:
+        notes.append(f"{path}: {len(bad)} line(s) are not a step's metrics (line {', '.join(map(str, bad[:5]))}"
+                     f"{' ...' if len(bad) > 5 else ''}); the curves leave them out")
     return [rows[s] for s in sorted(rows)]
 
 
@@ -255,7 +254,7 @@ def train_section(layout: RunLayout, notes: list[str]) -> dict[str, Any] | None:
     """Sigma and per-task loss curves (one point per logged step), the loss mode and the final
     values; None when training logged nothing."""
     summary = read_json(layout.train / "summary.json", notes)
-    rows = read_metric_rows(layout.trained.metrics)
+    rows = read_metric_rows(layout.trained.metrics, notes)
     if summary is None and not rows:
         return None
     tasks = list(dict.fromkeys(k[len("loss_"):] for r in rows for k in r if k.startswith("loss_")))
@@ -290,10 +289,14 @@ def evaluation_runs(layout: RunLayout, train: dict[str, Any] | None, notes: list
     runs = []
     for key, folder, default_label in candidates:
         summary = read_json(folder / "summary.json", notes)
-        if summary is None or summary.get("command") != "evaluate":
+        if summary is None:
             continue
-        metrics = {ds: {k: _finite(v) for k, v in m.items()}
-                   for ds, m in (summary.get("metrics") or {}).items() if isinstance(m, dict)}
+        problem = ("is not `steper-ray evaluate`'s (its command is not evaluate)" if summary.get("command") != "evaluate"
+                   else evaluate_summary_problem(summary))
+        if problem:  # this evaluation only: the others still show
+            notes.append(f"{folder / 'summary.json'} {problem}; that evaluation is shown as not run")
+            continue
+        metrics = {ds: {k: _finite(v) for k, v in m.items()} for ds, m in summary["metrics"].items()}
         runs.append({"key": key, "label": str(summary.get("label") or default_label), "dir": str(folder),
                      "metrics": metrics})
     return runs
@@ -478,17 +481,17 @@ def gather_run(layout: RunLayout, max_questions: int = MAX_BROWSER_QUESTIONS) ->
     """``gather_report`` for a layout already checked with ``check_run_dir``."""
     notes: list[str] = []  # files that could not be read, shown at the top of the page
     pipeline = read_json(layout.summary, notes)
-    traces = guarded_part(notes, "trace", [], read_traces, layout, notes)
-    train = guarded_part(notes, "training", None, train_section, layout, notes)
-    evaluations = guarded_part(notes, "evaluation", [], evaluation_runs, layout, train, notes)
+    traces = guarded_part(notes, str(layout.traces), [], read_traces, layout, notes)
+    train = guarded_part(notes, str(layout.train), None, train_section, layout, notes)
+    evaluations = guarded_part(notes, "the evaluate summaries", [], evaluation_runs, layout, train, notes)
     report = {
         "run": run_facts(layout, pipeline),
-        "stages": guarded_part(notes, "pipeline summary", [], stage_rows, layout, pipeline, notes),
-        "retrieval": guarded_part(notes, "retrieval", None, retrieval_section, layout, notes),
-        "generate": guarded_part(notes, "generate", None, generate_section, layout, traces, notes),
+        "stages": guarded_part(notes, str(layout.summary), [], stage_rows, layout, pipeline, notes),
+        "retrieval": guarded_part(notes, str(layout.retrieval_eval), None, retrieval_section, layout, notes),
+        "generate": guarded_part(notes, str(layout.generate), None, generate_section, layout, traces, notes),
         "train": train,
         "evaluation": evaluations,
-        "browser": guarded_part(notes, "trace browser", {"sources": [], "questions": [], "passages": {}, "notes": []},
+        "browser": guarded_part(notes, "the traces and predictions", {"sources": [], "questions": [], "passages": {}, "notes": []},
                                 browser_section, layout, traces, evaluations, max_questions),
     }
     report["problems"] = list(dict.fromkeys(notes))

@@ -187,9 +187,9 @@ def render_report(report: dict[str, Any]) -> str:
         ("evaluate", "dev metrics"), ("traces", "trace browser")))
     problems = list(report.get("problems") or [])
     sections = [guarded_part(problems, what, _not_run(what), fn, report[key]) for key, what, fn in (
-        ("stages", "stage table", stages_html), ("retrieval", "retrieval", retrieval_html),
-        ("generate", "generate", generate_html), ("train", "training", train_html),
-        ("evaluation", "evaluation", evaluation_html), ("browser", "trace browser", browser_html))]
+        ("stages", "the stage table", stages_html), ("retrieval", "the retrieval section", retrieval_html),
+        ("generate", "the traces section", generate_html), ("train", "the training section", train_html),
+        ("evaluation", "the dev metrics", evaluation_html), ("browser", "the trace browser", browser_html))]
     problems_html = ('<div class="problems"><b>Files that could not be read:</b><ul>'
                      + "".join(f"<li>{escape(p)}</li>" for p in problems) + "</ul></div>") if problems else ""
     body = "".join([header_html(report["run"]), f"<nav>{nav}</nav>", problems_html, *sections])

@@ -19,6 +19,7 @@ from steper_ray.progress import progress
 from steper_ray.ray_session import ensure_ray
 from steper_ray.summary import write_summary
 from steper_ray.train.loop import make_loop_config, train_loop_per_worker
+from steper_ray.train.loss import TASKS
 from steper_ray.train.report import plot_sigmas, read_metrics
 
 log = logging.getLogger(__name__)
@@ -33,20 +34,43 @@ def resolve_examples(cfg: SteperConfig) -> str:
             raise UserError(f"train.examples {path} holds no step examples (no *.parquet); point it at the "
                             "examples/ directory `steper-ray generate` writes, or unset it")
         raise UserError(f"no step examples at {path}; run `steper-ray generate` first or set train.examples")
-    import pyarrow as pa
-    import pyarrow.dataset as pads
-
-    try:
-        rows = pads.dataset(str(path), format="parquet").to_table(columns=["id", "task"]).to_pylist()
-    except (pa.ArrowInvalid, OSError) as exc:  # not Parquet, or Parquet without the step-example columns
-        raise UserError(f"{path} does not read as step examples ({str(exc).splitlines()[0]}); point "
-                        "train.examples at the examples/ directory `steper-ray generate` writes") from None
+    rows = _example_rows(path)
     if not rows:
+        if cfg.train.examples:
+            raise UserError(f"train.examples {path} holds no step examples (0 rows); point it at the "
+                            "examples/ directory `steper-ray generate` writes, or unset it")
         raise UserError(f"{path} holds no step examples: the teacher kept no traces (see "
                         f"{layout.generate / 'summary.json'} for why each was dropped); "
                         "use a stronger teacher, or the evidence teacher (generate.teacher.kind=evidence)")
     check_one_step(cfg, str(path), rows)
     return str(path)
+
+
+def _example_rows(path: Path) -> list[dict[str, Any]]:
+    """The id and task of every step example at ``path``, after checking that every row has
+    the text columns training reads (``generate.examples.trace_examples`` writes them). Raises
+    UserError naming what is wrong: not Parquet, a column missing, of another type or empty."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    needed = ("id", "task", "prompt", "completion")
+    fix = "point train.examples at the examples/ directory `steper-ray generate` writes"
+    try:
+        table = pads.dataset(str(path), format="parquet").to_table(columns=list(needed))
+    except (pa.ArrowInvalid, OSError) as exc:  # not Parquet, or Parquet without the step-example columns
+        raise UserError(f"{path} does not read as step examples ({str(exc).splitlines()[0]}; they need "
+                        f"the columns {', '.join(needed)}); {fix}") from None
+    problems = [f"column {name!r} is {table[name].type}, not text" for name in needed
+                if not pa.types.is_string(table[name].type) and not pa.types.is_large_string(table[name].type)]
+    problems += [f"{table[name].null_count} row(s) have no {name!r}" for name in needed
+                 if not problems and table[name].null_count]  # e.g. a part with other columns
+    if not problems:
+        odd = sorted(set(pc.unique(table["task"]).to_pylist()) - set(TASKS))
+        problems += [f"task values {odd} are not {', '.join(TASKS)}"] if odd else []
+    if problems:
+        raise UserError(f"{path} does not hold step examples: {'; '.join(problems)}; {fix}")
+    return table.select(["id", "task"]).to_pylist()
 
 
 def check_one_step(cfg: SteperConfig, examples: str, rows: list[dict[str, Any]]) -> None:

@@ -3,6 +3,7 @@ report written from given summaries."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -117,7 +118,7 @@ def test_modes_that_cannot_fill_an_optimizer_step_are_all_named_before_training(
     import pyarrow.parquet as pq
 
     examples = tmp_path / "examples.parquet"
-    pq.write_table(pa.Table.from_pylist([{"id": f"q{q}-{t}", "task": t} for q in range(4)
+    pq.write_table(pa.Table.from_pylist([{"id": f"q{q}-{t}", "task": t, "prompt": "p", "completion": "c"} for q in range(4)
                                          for t in ("init", "exp", "agg")]), examples)
     assert main(["ablate", "--modes", "steper,vanilla_kd,last_heavy", f"run_dir={tmp_path}",
                  f"train.examples={examples}", "train.grad_accum=3"]) == 2
@@ -141,17 +142,46 @@ def test_an_out_holding_other_files_or_a_damaged_summary_is_refused_before_train
     assert (mine / "config.yaml").read_text() == "keep: me\n"
     assert main([*base, "--out", str(mine / "notes.txt" / "sub")]) == 2  # under a file: no OSError traceback
     assert "cannot create" in capsys.readouterr().err
-    # a mode an earlier run finished, whose summary was damaged since: named now, not after training
+    (mine / "notes.txt").unlink()  # names ablate writes, but not written by ablate: still refused
+    (mine / "steper").mkdir()
+    assert main([*base, "--out", str(mine)]) == 2
+    assert "holds other data (config.yaml, steper/)" in capsys.readouterr().err
+    (mine / "steper" / "thesis.tex").write_text("mine\n")  # a mode's name holding other files
+    (mine / "config.yaml").write_text("# steper-ray ablate: the configuration of this ablation\n")
+    assert main([*base, "--out", str(mine)]) == 2
+    assert "holds other data (steper/)" in capsys.readouterr().err
+    assert (mine / "steper" / "thesis.tex").read_text() == "mine\n"
+    # modes an earlier run finished, whose summaries were damaged since: all named now, not after training
     out = tmp_path / "ablate"
-    (out / "steper" / "evaluate").mkdir(parents=True)
-    (out / "steper" / "evaluate" / "summary.json").write_text('{"metrics":')
+    for mode, content in (("steper", '{"metrics":'), ("uniform", '{"metrics": {"dv": {"em": "x"}}}')):
+        (out / mode / "evaluate").mkdir(parents=True)
+        (out / mode / "evaluate" / "summary.json").write_text(content)
+    (out / "summary.json").write_text('{"command": "ablate"}')
     assert main([*base, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{out / 'steper' / 'evaluate' / 'summary.json'} does not read as JSON" in err
+    assert f"{out / 'uniform' / 'evaluate' / 'summary.json'} holds 'dv' metrics that are not numbers: em" in err
     assert f"delete {out / 'steper'}" in err and "Traceback" not in err
-    (out / "steper" / "evaluate" / "summary.json").write_text('{"metrics": 5}')
-    assert main([*base, "--out", str(out)]) == 2
-    assert "has no 'metrics' mapping" in capsys.readouterr().err
+    assert not (out / "config.yaml").exists()  # a refusal writes nothing
+
+
+def test_a_rerun_with_every_mode_evaluated_only_rebuilds_the_table(tmp_path: Path) -> None:
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    out = tmp_path / "ablate"
+    metrics = {"dv": {"questions": 2, "em": 0.5, "f1": 0.5, "acc": 0.5}}
+    for mode in ("steper", "uniform"):
+        for stage, summary in (("train", {"command": "train", "steps": 2}),
+                               ("evaluate", {"command": "evaluate", "metrics": metrics, "model": {"kind": "hf"}})):
+            (out / mode / stage).mkdir(parents=True)
+            (out / mode / stage / "summary.json").write_text(json.dumps(summary))
+    (out / "config.yaml").write_text("# steper-ray ablate: the configuration of this ablation\n")
+    argv = ["ablate", f"run_dir={tmp_path / 'run'}", f"train.examples={examples}", "--modes", "steper",
+            "--out", str(out), "--json"]
+    assert main(argv) == 0  # no training: steper skipped, uniform shown as an earlier run
+    summary = json.loads((out / "summary.json").read_text())
+    assert {m: r["status"] for m, r in summary["modes"].items()} == {"steper": "skipped", "uniform": "earlier run"}
+    assert "| steper |" in (out / "ablation.md").read_text()
 
 
 def test_examples_that_are_not_step_examples_exit_2_before_training(tmp_path: Path,

@@ -135,6 +135,12 @@ def test_json_failure_is_the_last_line_of_stdout(tmp_path: Path, capsys: pytest.
                                         "error": "argument -k: invalid int value: 'abc'"}
     # an option before the command: where it goes, and the command named in the line
     with pytest.raises(SystemExit):
+        main(["-v", "--out", "", "index", "--json"])  # after -v too
+    assert "--out goes after the command, e.g. `steper-ray index --out `" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["index", "--out", " ", "--json"])
+    assert _last_json(capsys.readouterr().out)["error"].startswith("--out is empty")
+    with pytest.raises(SystemExit):
         main(["--config", "x.yaml", "ablate", "--json"])
     assert _last_json(capsys.readouterr().out) == {
         "command": "ablate", "status": "failed", "exit_code": 2,

@@ -22,7 +22,7 @@ def test_compare_writes_its_table_and_never_over_other_files(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     good = _run(tmp_path, "a", {"dv": {"questions": 2, "em": 0.5, "f1": 0.6, "acc": 0.5, "mean_steps": 2.0,
                                        "tokens_per_question": 10.0}})
-    odd = _run(tmp_path, "b", {"dv": {"em": "x"}})  # a hand-edited value: shown as "-", not a crash
+    odd = _run(tmp_path, "b", {"dv": {"em": None}})  # a metric not measured: shown as "-"
     out = tmp_path / "cmp"
     assert main(["evaluate", "--compare", str(good), str(odd), "--out", str(out)]) == 0
     table = (out / "comparison.md").read_text()
@@ -34,13 +34,28 @@ def test_compare_writes_its_table_and_never_over_other_files(tmp_path: Path,
     (mine / "notes.txt").write_text("keep")
     assert main(["evaluate", "--compare", str(good), "--out", str(mine)]) == 2
     assert "holds other data (notes.txt)" in capsys.readouterr().err
+    (mine / "notes.txt").unlink()  # a summary.json the comparison did not write: still refused
+    assert main(["evaluate", "--compare", str(good), "--out", str(mine)]) == 2
+    assert "holds other data (summary.json)" in capsys.readouterr().err
     assert (mine / "summary.json").read_text() == "keep"
+    linked = tmp_path / "linked"  # a link in its place would write through to the user's file
+    linked.mkdir()
+    (linked / "comparison.md").symlink_to(mine / "summary.json")
+    assert main(["evaluate", "--compare", str(good), "--out", str(linked)]) == 2
+    assert (mine / "summary.json").read_text() == "keep"
+    # --compare given twice compares both; the failure line names `evaluate --compare`
+    assert main(["evaluate", "--compare", str(good), "--compare", str(odd), "--out", str(out)]) == 0
+    assert set(json.loads((out / "summary.json").read_text())["runs"]) == {"a", "b"}
+    assert main(["evaluate", "--compare", str(linked), "--out", str(out), "--json"]) == 2
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["command"] == "evaluate --compare"
 
 
 @pytest.mark.parametrize(("content", "message"), [
     ('{"metrics":', "does not read as JSON"),
-    ("[1]", "holds a JSON list"),
-    ('{"command": "evaluate", "metrics": 5}', "has no per-dataset 'metrics' mapping"),
+    ("[1]", "holds a JSON array, not an object"),
+    ('{"command": "evaluate", "metrics": 5}', "has no per-dataset 'metrics' object"),
+    ('{"command": "evaluate", "metrics": {}, "label": ["a"]}', "holds a 'label' that is a JSON array"),
+    ('{"command": "evaluate", "metrics": {}, "model": "vllm"}', "holds a 'model' that is a JSON string"),
 ])
 def test_a_damaged_summary_is_named_exit_2(content: str, message: str, tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:

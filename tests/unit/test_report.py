@@ -175,10 +175,13 @@ def test_an_unwritable_out_exits_2(report_run: dict[str, Any], tmp_path: Path, c
     (tmp_path / "file").write_text("x")
     assert main(["report", str(report_run["run"]), "--out", str(tmp_path / "file" / "r.html")]) == 2
     assert "file is a file, so r.html cannot be written inside it" in capsys.readouterr().err
-    for bad in ("", ".", str(tmp_path)):
+    for bad in (".", str(tmp_path)):
         assert main(["report", str(report_run["run"]), "--out", bad]) == 2
         err = capsys.readouterr().err
         assert "is not a file name" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exited:  # an empty --out is a mistake in the arguments
+        main(["report", str(report_run["run"]), "--out", ""])
+    assert exited.value.code == 2 and "--out is empty" in capsys.readouterr().err
 
 
 def test_out_never_overwrites_a_file_that_is_not_a_report(
@@ -308,11 +311,17 @@ def test_well_formed_json_of_the_wrong_shape_is_named_on_the_page_not_fatal(
     gen = json.loads((run / "generate" / "summary.json").read_text())
     (run / "generate" / "summary.json").write_text(json.dumps({**gen, "examples_per_task": 5}))
     (run / "evaluate" / "summary.json").write_text('{"command": "evaluate", "metrics": 5}')
+    with open(run / "train" / "metrics.jsonl", "a") as fh:
+        fh.write("{broken line\n[1, 2]\n")
     assert main(["report", str(run)]) == 0
     page = (run / "report.html").read_text(encoding="utf-8")
-    problems = gather_report(run)["problems"]
-    assert any("unexpected shape" in p for p in problems) and "Files that could not be read" in page
-    assert "Traceback" not in capsys.readouterr().err
+    report = gather_report(run)
+    problems = report["problems"]
+    assert "the traces section: data of an unexpected shape" in (run / "report.html").read_text(encoding="utf-8")
+    assert f"{run / 'evaluate' / 'summary.json'} has no per-dataset 'metrics' object" in " ".join(problems)
+    assert any("2 line(s) are not a step's metrics" in p for p in problems)
+    assert [r["key"] for r in report["evaluation"]] == ["evaluate_base"]  # the readable one still shows
+    assert "Files that could not be read" in page and "Traceback" not in capsys.readouterr().err
 
 
 def test_a_stage_directory_given_as_the_run_is_refused(report_run: dict[str, Any], tmp_path: Path,
