@@ -470,6 +470,12 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         args.overrides = [*args.overrides, *extra]
     elif extra:  # a command without a config (report, config-reference) takes no key=value
         parser.error(f"{args.command} takes no key=value overrides: {' '.join(extra)}")
+    if args.command == "ablate":  # `ablate steper uniform` or `--modes steper uniform`
+        named = [x for x in args.overrides if x.strip().rstrip(",") in ABLATION_MODES]
+        if named:
+            given = [m.strip() for m in (args.modes or "").split(",")] + [x.strip().rstrip(",") for x in named]
+            listed = ",".join(m for m in given if m)
+            parser.error(f"modes are one comma-separated --modes value: --modes {listed}")
     out = getattr(args, "out", None)
     if out is not None and not out.strip():
         parser.error("--out is empty; give a path, or leave --out out for the default")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from steper_ray.errors import UserError
 
@@ -28,6 +28,15 @@ class Section(BaseModel):
         extra="forbid", validate_default=True, validate_assignment=True, coerce_numbers_to_str=True,
         allow_inf_nan=False,
     )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_blank_output_dir(cls, value: Any, info: ValidationInfo) -> Any:
+        # "  " would create a directory named by spaces; the CLI's --out refuses it the same way
+        if info.field_name in ("out", "run_dir") and isinstance(value, str) and not value.strip():
+            raise ValueError("is blank; give a directory path" + ("" if info.field_name == "run_dir"
+                                                                    else ", or null for the default"))
+        return value
 
 
 CORPUS_SETTINGS = ("questions", "pooled")  # data.corpus values that are not a file
@@ -287,7 +296,10 @@ class ReasoningConfig(Section):
         "training questions of that dataset (held out of generation), falling back to the bundled "
         "ones for a dataset without annotations; 'bundled' uses the file's for every dataset.",
     )
-    num_demos: int = Field(2, ge=0, le=8, description="Demonstrations per dataset with demos 'auto'.")
+    num_demos: int = Field(
+        2, ge=1, le=8,
+        description="Demonstrations per dataset with demos 'auto' (IRCoT-style teachers are few-shot).",
+    )
     step_text: Literal["first_sentence", "line"] = Field(
         "first_sentence",
         description="What a step keeps of a multi-sentence output: the first sentence (as IRCoT) "
@@ -400,7 +412,8 @@ class LossConfig(Section):
     )
     weights: list[float] = Field(
         default_factory=lambda: [1.0, 1.0, 1.0],
-        description="uniform: fixed weights for init, exp, agg (e.g. [1.5, 1, 0.5]).",
+        description="Fixed weights for init, exp, agg (e.g. [1.5, 1, 0.5]), used by 'uniform'; three "
+        "numbers from 0 to 100, not all 0, in every mode.",
     )
     target: Literal["next", "cumulative"] = Field(
         "cumulative",
@@ -411,12 +424,18 @@ class LossConfig(Section):
     sigma_lr: float = Field(
         1e-2, gt=0, description="Learning rate of the s_j = log sigma_j^2 parameters (no weight decay)."
     )
-    init_log_var: float = Field(0.0, description="Initial s_j (0: sigma_j = 1).")
+    init_log_var: float = Field(
+        0.0, ge=-10, le=10,
+        description="Initial s_j (0: sigma_j = 1). Within [-10, 10]: the task weight exp(-s_j)/2 "
+        "then stays between 2e-5 and 1.1e4, which float32 losses carry.",
+    )
 
     @model_validator(mode="after")
     def _three_weights(self) -> LossConfig:
-        if len(self.weights) != 3 or any(w < 0 for w in self.weights) or not any(self.weights):
-            raise ValueError("loss.weights needs three non-negative numbers, not all zero: init, exp, agg")
+        w = self.weights
+        if len(w) != 3 or any(x < 0 or x > 100 for x in w) or not any(w):
+            raise ValueError(f"loss.weights is {w}; it needs three numbers from 0 to 100, not all 0: the "
+                             "fixed weights of init, exp, agg, e.g. [1, 1, 1] or [1.5, 1, 0.5]")
         return self
 
 
@@ -521,6 +540,18 @@ class AblateConfig(Section):
         None, description="Output directory; None: <run_dir>/ablate. Mode M trains into <out>/M/train "
         "and is evaluated into <out>/M/evaluate.",
     )
+
+    @field_validator("modes", mode="before")
+    @classmethod
+    def _unknown_and_repeated(cls, value: Any) -> Any:
+        # The per-item check below stops at unknown modes; a list with both faults names both here.
+        if isinstance(value, list):
+            unknown = [m for m in value if m not in ABLATION_MODES]
+            dupes = sorted({str(m) for m in value if value.count(m) > 1})
+            if unknown and dupes:
+                raise ValueError(f"ablate.modes has unknown modes {unknown} (the modes: "
+                                 f"{', '.join(ABLATION_MODES)}) and repeats {dupes}; list each mode once")
+        return value
 
     @model_validator(mode="after")
     def _unique_modes(self) -> AblateConfig:
@@ -786,14 +817,33 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[str]]:
     return tree, problems
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, Any], extra: dict[str, Any], problems: list[str], where: str = "") -> dict[str, Any]:
+    """``base`` (the file) with ``extra`` (the overrides) laid over it, section by section.
+
+    Overrides inside a key the file sets to a value that is not a section (``train: "lr=1"``,
+    ``ablate: [steper]``) are a problem (added to ``problems``): either replacing the file's
+    value or dropping the overrides would hide a mistake."""
     out = dict(base)
     for key, value in extra.items():
+        here = f"{where}{key}"
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value, problems, f"{here}.")
+        elif isinstance(value, dict) and out.get(key) is not None:
+            problems.append(f"{here}: overrides {', '.join(_dotted(value, here))} go inside {here}, which "
+                            f"the config file sets to a {type(out[key]).__name__} ({out[key]!r:.60}), not a "
+                            "section; fix whichever is wrong")
+            del out[key]  # reported once, here, not again by validation
         else:
             out[key] = value
     return out
+
+
+def _dotted(tree: dict[str, Any], prefix: str) -> list[str]:
+    """The dotted keys of a nested override tree: {"a": {"b": 1}} under "x" -> ["x.a.b"]."""
+    keys = []
+    for k, v in tree.items():
+        keys += _dotted(v, f"{prefix}.{k}") if isinstance(v, dict) and v else [f"{prefix}.{k}"]
+    return keys
 
 
 def nested_model(annotation: Any) -> type[BaseModel] | None:
@@ -952,6 +1002,9 @@ def load_config(
     source = str(path) if path else "built-in defaults"
     if path is not None:
         p = Path(path)
+        if not str(path).strip():
+            raise ConfigError("--config", ["the config file path is empty; pass a YAML file, or leave "
+                                           "--config out for the built-in defaults"])
         if p.is_dir():
             raise ConfigError(source, [f"config file {p} is a directory; pass a YAML file"])
         if not p.is_file():
@@ -968,7 +1021,7 @@ def load_config(
         data = loaded
     tree, override_problems = parse_overrides(list(overrides or []))
     problems += override_problems
-    data = _merge(data, tree)
+    data = _merge(data, tree, problems)
     try:
         cfg = validate(model, data, source)
     except ConfigError as exc:

@@ -174,8 +174,9 @@ class Console:
 
     @contextmanager
     def _logging_to(self, path: Path, title: str) -> Iterator[None]:
-        """Log records, warnings and (quiet) descriptors 1 and 2 into ``path``."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Log records, warnings and (quiet) descriptors 1 and 2 into ``path``.
+
+        Raises UserError when the log file cannot be created (run_dir a file, no permission)."""
         root = logging.getLogger()
         if any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == path.resolve()
                for h in root.handlers):
@@ -183,7 +184,7 @@ class Console:
             # handler would write every record twice.
             yield
             return
-        handler = logging.FileHandler(path, encoding="utf-8")
+        handler = open_log(path)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         handler.setLevel(logging.DEBUG if self.verbose else logging.INFO)
         # Console handlers would write into the redirected stderr, i.e. this file a second time.
@@ -251,6 +252,17 @@ class Console:
             for line in lines:
                 self.print(f"  {line}", err=True)
         self.print(f"{name} failed; full log: {log_file}", err=True)
+
+
+def open_log(path: Path) -> logging.FileHandler:
+    """A handler appending to ``path`` (its directory created); UserError when that fails,
+    e.g. run_dir names a file or a directory without write permission."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write the log {path} ({exc.strerror or exc}); logs go to "
+                        "<run_dir>/logs/: set run_dir=DIR to a directory you can write") from None
 
 
 def run_stage(console: Console | None, name: str, log_file: Path, fn: Any, *args: Any) -> Any:

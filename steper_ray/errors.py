@@ -11,3 +11,27 @@ class DataError(UserError):
 
 class IndexLoadError(UserError):
     """A missing, partial or corrupt index directory."""
+
+
+class LossNotFinite(UserError):
+    """Training's step loss became inf or NaN: the settings (learning rates, loss weights) make it
+    diverge. Raised on every rank alike, before the step is checkpointed."""
+
+
+def user_error_in(exc: BaseException) -> UserError | None:
+    """The UserError that ``exc`` is or carries: itself, one in its cause/context chain, or one
+    of a Ray Train ``WorkerGroupError``'s ``worker_failures`` (rank -> exception); else None."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, UserError):
+            return e
+        todo += [c for c in (e.__cause__, e.__context__, getattr(e, "cause", None)) if isinstance(c, BaseException)]
+        failures = getattr(e, "worker_failures", None)
+        if isinstance(failures, dict):
+            todo += [f for _, f in sorted(failures.items(), reverse=True) if isinstance(f, BaseException)]
+    return None

@@ -42,6 +42,7 @@ from steper_ray.config import (
 )
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
+from steper_ray.reasoning.prompts import TeacherPromptSpec
 from steper_ray.evaluate.report import evaluate_summary_problem
 from steper_ray.summary import json_type, read_summary, summary_command, write_summary
 
@@ -119,6 +120,11 @@ def check_ablate(cfg: SteperConfig) -> None:
     if cfg.train.examples and not Path(cfg.train.examples).exists():
         problems.append(f"train.examples {cfg.train.examples} does not exist; point it at the step "
                         "examples (Parquet) or unset it to use (and if needed generate) <run_dir>/generate/examples")
+    if cfg.reasoning.teacher_prompt:
+        try:
+            TeacherPromptSpec.load(cfg.reasoning.teacher_prompt)
+        except UserError as exc:
+            problems.append(f"reasoning.teacher_prompt: {exc}")
     if problems:
         raise UserError("ablate cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
 
@@ -128,14 +134,15 @@ def check_modes(cfg: SteperConfig, out: Path) -> None:
     vanilla_kd to fill an optimizer step); all modes' problems at once, before any training."""
     from steper_ray.train.trainer import resolve_examples
 
-    problems = []
+    by_problem: dict[str, list[str]] = {}  # one line per problem, naming every mode it stops
     for mode in cfg.ablate.modes:
         mcfg = mode_config(cfg, mode, out)
         if not (Path(mcfg.train.out or "") / "summary.json").is_file():
             try:
                 resolve_examples(mcfg)
             except UserError as exc:
-                problems.append(f"{mode}: {exc}")
+                by_problem.setdefault(str(exc), []).append(mode)
+    problems = [f"{', '.join(modes)}: {problem}" for problem, modes in by_problem.items()]
     if problems:
         raise UserError("ablate cannot train every mode:\n" + "\n".join(f"  - {p}" for p in problems))
 

@@ -26,6 +26,7 @@ from steper_ray.data import read_dataset
 from steper_ray.errors import UserError
 from steper_ray.evaluate.metrics import gold_key, mean_recall_at
 from steper_ray.layout import RunLayout
+from steper_ray.reasoning.prompts import TeacherPromptSpec
 from steper_ray.progress import progress
 from steper_ray.retrieval import load_index
 from steper_ray.retrieval.store import check_index_dir
@@ -179,6 +180,8 @@ def run_pipeline(cfg: SteperConfig, console: Console | None = None) -> dict[str,
     layout = RunLayout(cfg)
     run_dir = layout.run_dir
     check_corpus_of_finished_stages(cfg)
+    if cfg.reasoning.teacher_prompt:
+        TeacherPromptSpec.load(cfg.reasoning.teacher_prompt)  # before the index stage, not in the generate actors
     run_dir.mkdir(parents=True, exist_ok=True)
     layout.config_file.write_text(dump_config(cfg))
     t_all = time.perf_counter()

@@ -17,7 +17,7 @@ from typing import Any
 from steper_ray.data.records import QuestionRecord
 from steper_ray.reasoning.answer import ANSWER_MARKER
 from steper_ray.reasoning.generators.evidence import evidence_sentences
-from steper_ray.reasoning.prompts import Demonstration, PromptPassage
+from steper_ray.reasoning.prompts import Demonstration, PromptPassage, TeacherPromptSpec
 
 MAX_DEMO_SENTENCES = 4  # reasoning sentences before the answer, as many as the loop's exp steps
 
@@ -75,6 +75,8 @@ def plan_demos(cfg: Any, datasets: Iterable[str], num: int | None = None) -> tup
     n = r.num_demos if num is None else num
     names = list(dict.fromkeys(datasets))
     if r.teacher_prompt or r.demos == "bundled":
+        if r.teacher_prompt:
+            TeacherPromptSpec.load(r.teacher_prompt)  # a bad file fails here, not in every Ray actor
         source = f"file {r.teacher_prompt}" if r.teacher_prompt else "bundled"
         return {d: [] for d in names}, {d: {"source": source} for d in names}
     train = {spec.name: spec for spec in cfg.data.train}

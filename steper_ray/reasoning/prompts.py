@@ -198,30 +198,62 @@ class TeacherPromptSpec:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> TeacherPromptSpec:
-        """Read ``path`` (None: the bundled ``teacher_prompt.yaml``); UserError naming what is
-        missing when the file is absent or malformed."""
+        """Read ``path`` (None: the bundled ``teacher_prompt.yaml``). Raises UserError naming
+        every problem, with the file's expected shape, when it is absent, not UTF-8 YAML, or
+        has a field missing or of the wrong kind (a ``reasoning`` string instead of a list of
+        sentences, an empty ``instruction``)."""
         p = Path(path) if path else DEFAULT_TEACHER_PROMPT
+        shape = ("it needs 'instruction' and 'final_instruction' (text) and 'demonstrations' (a list of "
+                 "question, passages [{title, text}] and reasoning [sentences]), as in " + str(DEFAULT_TEACHER_PROMPT))
         if not p.is_file():
             raise UserError(f"teacher prompt file {p} does not exist; set reasoning.teacher_prompt "
                             f"to a YAML file like {DEFAULT_TEACHER_PROMPT}")
         try:
             data = yaml.safe_load(p.read_text(encoding="utf-8"))
-            demos = tuple(
-                Demonstration(
-                    str(d["question"]),
-                    tuple(PromptPassage("", str(x["title"]), str(x["text"])) for x in d["passages"]),
-                    tuple(str(r) for r in d["reasoning"]),
-                    source=str(p),
-                )
-                for d in data.get("demonstrations") or []
-            )
-            return cls(str(data["instruction"]).strip(), str(data["final_instruction"]).strip(), demos, str(p))
-        except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
-            raise UserError(
-                f"teacher prompt {p} is malformed ({exc.__class__.__name__}: {exc}); it needs "
-                "'instruction', 'final_instruction' and 'demonstrations' with question, "
-                "passages [{title, text}] and reasoning [sentences]"
-            ) from None
+        except UnicodeDecodeError as exc:
+            raise UserError(f"teacher prompt {p} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                            "save it as UTF-8 YAML") from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"teacher prompt {p} is not valid YAML ({exc}); {shape}") from None
+        problems = _teacher_prompt_problems(data)
+        if problems:
+            raise UserError(f"teacher prompt {p} is malformed: {'; '.join(problems)}; {shape}")
+        demos = tuple(
+            Demonstration(d["question"], tuple(PromptPassage("", x["title"], x["text"]) for x in d["passages"]),
+                          tuple(d["reasoning"]), source=str(p))
+            for d in data.get("demonstrations") or []
+        )
+        return cls(data["instruction"].strip(), data["final_instruction"].strip(), demos, str(p))
+
+
+def _teacher_prompt_problems(data: Any) -> list[str]:
+    """What a loaded teacher prompt YAML lacks, one entry per problem (empty: well formed)."""
+    if not isinstance(data, dict):
+        return [f"it holds a {type(data).__name__}, not a mapping"]
+
+    def text(value: Any) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+    problems = [f"'{key}' is {'missing' if key not in data else repr(data[key])[:40]}, not text"
+                for key in ("instruction", "final_instruction") if not text(data.get(key))]
+    demos = data.get("demonstrations")
+    if demos is not None and not isinstance(demos, list):
+        return problems + [f"'demonstrations' is a {type(demos).__name__}, not a list"]
+    for n, d in enumerate(demos or [], 1):
+        where = f"demonstration {n}"
+        if not isinstance(d, dict):
+            problems.append(f"{where} is a {type(d).__name__}, not a mapping")
+            continue
+        if not text(d.get("question")):
+            problems.append(f"{where}: 'question' is missing or not text")
+        passages = d.get("passages")
+        if not isinstance(passages, list) or not all(
+                isinstance(x, dict) and isinstance(x.get("title"), str) and text(x.get("text")) for x in passages):
+            problems.append(f"{where}: 'passages' must be a list of {{title, text}}")
+        reasoning = d.get("reasoning")
+        if not isinstance(reasoning, list) or not reasoning or not all(text(r) for r in reasoning):
+            problems.append(f"{where}: 'reasoning' must be a list of sentences, not {type(reasoning).__name__}")
+    return problems
 
 
 def with_demos(builder: PromptBuilder, demos: Sequence[Demonstration]) -> PromptBuilder:

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from steper_ray.config import TrainConfig
+from steper_ray.errors import LossNotFinite
 from steper_ray.layout import TrainDir
 from steper_ray.models.prompt_format import record_prompt_format, resolve_prompt_format
 from steper_ray.reasoning.prompts import PromptBuilder, PromptFormat
@@ -148,6 +149,7 @@ class StepStats:
     ce_cnt: torch.Tensor
     tokens: float
     seconds: float
+    loss: float = 0.0  # the step's loss summed over micro-batches and ranks: only its finiteness is used
 
 
 def skip_shm_comm_op() -> None:
@@ -258,6 +260,7 @@ def train_step(w: Worker, micro_batches: list[list[int]]) -> StepStats:
     ce_sum = torch.zeros(len(TASKS), dtype=torch.float64)
     ce_cnt = torch.zeros(len(TASKS), dtype=torch.float64)
     tokens = 0
+    loss_sum = torch.zeros(1, dtype=torch.float64)
     step_cnt = torch.zeros(len(TASKS), dtype=torch.float64)
     for mb in micro_batches:
         for i in mb:
@@ -272,11 +275,23 @@ def train_step(w: Worker, micro_batches: list[list[int]]) -> StepStats:
         w.engine.step()
         ce_sum += s.double().cpu()
         ce_cnt += c.double().cpu()
+        loss_sum += loss_value.detach().double().cpu()
         tokens += int(batch["attention_mask"].sum())
-    stats = torch.cat([ce_sum, ce_cnt, torch.tensor([float(tokens)], dtype=torch.float64)])
+    stats = torch.cat([ce_sum, ce_cnt, torch.tensor([float(tokens)], dtype=torch.float64), loss_sum])
     dist.all_reduce(stats)
     n = len(TASKS)
-    return StepStats(stats[:n], stats[n:2 * n], float(stats[-1]), time.perf_counter() - t0)
+    return StepStats(stats[:n], stats[n:2 * n], float(stats[-2]), time.perf_counter() - t0, float(stats[-1]))
+
+
+def check_finite(stats: StepStats, step: int, total: int, cfg: TrainConfig) -> None:
+    """Raise LossNotFinite when step ``step``'s loss (summed over every rank, so all ranks agree)
+    is inf or NaN: its update has already spoiled the weights, and later steps would train on."""
+    if math.isfinite(stats.loss):
+        return
+    raise LossNotFinite(
+        f"the training loss became {stats.loss} at optimizer step {step} of {total}, so training stopped "
+        f"before saving that step; lower train.lr ({cfg.lr}) or train.loss.sigma_lr ({cfg.loss.sigma_lr}), "
+        f"or check train.loss.weights {cfg.loss.weights} and train.loss.init_log_var ({cfg.loss.init_log_var})")
 
 
 def step_metrics(w: Worker, step: int, epoch: int, stats: StepStats) -> dict[str, Any]:
@@ -340,6 +355,7 @@ def train_worker(config: dict[str, Any], ctx: TrainContext) -> None:
             plan, plan_epoch = plan_steps(w.items, cfg.micro_batch_size, cfg.grad_accum, cfg.seed, epoch), epoch
         stats = train_step(w, plan[within])
         done = step + 1
+        check_finite(stats, done, w.total_steps, cfg)
         if done % cfg.log_every == 0 or done == w.total_steps:
             last_metrics = step_metrics(w, done, epoch, stats)
             if w.sinks is not None:

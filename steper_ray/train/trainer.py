@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from steper_ray.config import SteperConfig
-from steper_ray.errors import UserError
+from steper_ray.errors import UserError, user_error_in
 from steper_ray.layout import RunLayout, TrainDir
 from steper_ray.models.student import resolve_student
 from steper_ray.progress import progress
@@ -164,7 +164,13 @@ def run_train(cfg: SteperConfig) -> dict[str, Any]:
         ),
     )
     with steps_progress(files.metrics):
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # Ray Train wraps the workers' errors; a user mistake stays one
+            mistake = user_error_in(exc)
+            if mistake is None:
+                raise
+            raise mistake from exc
     rows = read_metrics(files.metrics)
     plot = plot_sigmas(rows, files.sigma_plot) if rows else None
     state = files.state

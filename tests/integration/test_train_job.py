@@ -138,3 +138,32 @@ def test_train_loop_runs_without_ray_as_a_plain_function(tmp_path: Path, small_e
     assert (tmp_path / "model/model.safetensors").is_file()
     state = json.loads((tmp_path / "train_state.json").read_text())
     assert state["world_size"] == 1 and state["steps"] == 3
+
+
+@pytest.mark.slow
+def test_a_loss_that_turns_infinite_stops_training_before_that_step_is_saved(
+        tmp_path: Path, small_examples: Path, tiny_model_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    # The third forward (step 2's first micro-batch) returns inf, as a diverging run would.
+    code = (
+        "import math\n"
+        "from steper_ray.config import TrainConfig\n"
+        "from steper_ray.train import loss\n"
+        "from steper_ray.train.loop import make_loop_config, train_loop_per_worker\n"
+        "calls, forward = [0], loss.StepERLoss.forward\n"
+        "def diverging(self, *a, **k):\n"
+        "    calls[0] += 1\n"
+        "    out = forward(self, *a, **k)\n"
+        "    return out * math.inf if calls[0] >= 3 else out\n"
+        "loss.StepERLoss.forward = diverging\n"
+        "cfg = TrainConfig(max_steps=3, checkpoint_every=1, zero_stage=2, micro_batch_size=1, grad_accum=2)\n"
+        f"train_loop_per_worker(make_loop_config(cfg, {str(tiny_model_dir)!r}, {str(small_examples)!r}, {str(tmp_path)!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 1
+    assert "LossNotFinite: the training loss became inf at optimizer step 2 of 3" in done.stderr
+    assert _logged_steps(tmp_path) == [1]
+    assert (tmp_path / "checkpoints/latest").read_text().strip().endswith("1")  # step 1's, not step 2's
+    assert not (tmp_path / "model").exists()

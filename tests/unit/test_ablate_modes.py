@@ -59,10 +59,13 @@ def test_each_mode_trains_and_evaluates_into_its_own_directory(tmp_path: Path) -
             "'steper', 'uniform', 'first_heavy', 'last_heavy' or 'vanilla_kd'"]),
         (["--modes", ""], ["ablate.modes", "at least 1 item"]),
         (["--modes", "uniform,uniform"], ["ablate.modes repeats ['uniform']"]),
+        (["--modes", "steper,steper,bogus"], ["ablate.modes has unknown modes ['bogus']", "and repeats ['steper']"]),
         (["train.loss.weights=[1.5, 1]", "--modes", "steper,bogus"], [
-            "2 problem(s)", "loss.weights needs three non-negative numbers", "got 'bogus'"]),
-        (["evaluate.model.kind=evidence", "train.examples=/nonexistent/examples"], [
-            "evaluate.model.kind is 'evidence'", "train.examples /nonexistent/examples does not exist"]),
+            "2 problem(s)", "it needs three numbers from 0 to 100", "got 'bogus'"]),
+        (["evaluate.model.kind=evidence", "train.examples=/nonexistent/examples",
+          "reasoning.teacher_prompt=/nonexistent/prompt.yaml"], [
+            "evaluate.model.kind is 'evidence'", "train.examples /nonexistent/examples does not exist",
+            "reasoning.teacher_prompt: teacher prompt file /nonexistent/prompt.yaml does not exist"]),
     ],
 )
 def test_bad_input_exits_2_with_every_problem(argv: list[str], messages: list[str], tmp_path: Path,
@@ -201,3 +204,58 @@ def test_examples_that_are_not_step_examples_exit_2_before_training(tmp_path: Pa
         assert main(["ablate", f"run_dir={tmp_path / 'run'}", f"train.examples={examples}", "--modes", "uniform"]) == 2
         err = capsys.readouterr().err
         assert f"{examples} does not read as step examples" in err and "Traceback" not in err
+
+
+def test_a_problem_every_mode_shares_is_one_line_naming_the_modes(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "examples"
+    empty.mkdir()
+    argv = ["ablate", f"run_dir={tmp_path}", f"train.examples={empty}", "--modes", "steper,uniform,vanilla_kd"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "holds no step examples" in ln]
+    assert len(lines) == 1 and lines[0].strip().startswith("- steper, uniform, vanilla_kd: train.examples")
+    assert not list((tmp_path / "ablate").glob("*/train"))  # nothing trained
+
+
+@pytest.mark.parametrize(
+    ("file_text", "argv", "message"),
+    [
+        ('train: "lr=0.1 epochs=3"\n', ["train.examples=/x"],
+         "train: overrides train.examples go inside train, which the config file sets to a str"),
+        ("ablate: [steper]\n", ["--modes", "uniform"],
+         "ablate: overrides ablate.modes go inside ablate, which the config file sets to a list"),
+        ("train:\n  loss: uniform\n", ["train.loss.target=next", "train.loss.sigma_lr=0.1"],
+         "overrides train.loss.target, train.loss.sigma_lr go inside train.loss"),
+    ],
+)
+def test_overrides_into_a_section_the_file_gives_as_a_value_are_refused(
+        file_text: str, argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text(file_text)
+    assert main(["ablate", "--config", str(cfg_file), f"run_dir={tmp_path}", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "1 problem(s)" in err
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.loss.init_log_var=-100", "train.loss.init_log_var"),
+        ("train.loss.weights=[1e308, 1, 1]", "loss.weights is [1e+308, 1.0, 1.0]"),
+        ("reasoning.num_demos=0", "reasoning.num_demos"),
+    ],
+)
+def test_loss_and_demo_settings_out_of_range_are_refused(override: str, message: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ablate", f"run_dir={tmp_path}", override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_run_dir_that_is_a_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert main(["ablate", f"run_dir={afile}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"cannot write the log {afile}/logs/ablate.log" in err
+    assert afile.read_text() == "mine"

@@ -146,6 +146,12 @@ def test_json_failure_is_the_last_line_of_stdout(tmp_path: Path, capsys: pytest.
         "command": "ablate", "status": "failed", "exit_code": 2,
         "error": "--config goes after the command, e.g. `steper-ray ablate --config x.yaml` (only "
                  "-v/--verbose comes before it)"}
+    # modes listed as separate words, not one comma-separated --modes value
+    for argv in (["ablate", "steper", "uniform"], ["ablate", "--modes", "steper,", "uniform"]):
+        with pytest.raises(SystemExit):
+            main([*argv, "--json"])
+        assert _last_json(capsys.readouterr().out)["error"] == (
+            "modes are one comma-separated --modes value: --modes steper,uniform")
 
 
 def test_index_says_what_it_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

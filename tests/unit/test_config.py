@@ -104,6 +104,15 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     broken.write_text("index: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+    with pytest.raises(ConfigError, match="the config file path is empty"):
+        load_config("")  # `--config ''`, not the current directory
+
+
+def test_blank_output_directories_are_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["ablate.out='  '", "train.out=' '", "run_dir=''"])
+    assert err.value.problems[0].startswith("run_dir: Value error, is blank; give a directory path;")
+    assert [p.split(":")[0] for p in err.value.problems] == ["run_dir", "train.out", "ablate.out"]
 
 
 def test_cross_field_rules() -> None:

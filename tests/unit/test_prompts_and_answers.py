@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,26 @@ def test_teacher_prompt_file_errors(tmp_path: Path) -> None:
     bad.write_text("instruction: hi\n")
     with pytest.raises(UserError, match="malformed.*final_instruction"):
         TeacherPromptSpec.load(bad)
+    cases = {
+        b"\xff\xfeinstruction: hi\n": "is not UTF-8 text",
+        b"instruction: [\n": "is not valid YAML",
+        b"- a list\n": "it holds a list, not a mapping",
+        b"instruction: null\nfinal_instruction: Close.\n": "'instruction' is None, not text",
+        b"instruction: Hi.\nfinal_instruction: Close.\ndemonstrations:\n  - question: Q?\n"
+        b"    passages: [{title: T, text: X.}]\n    reasoning: 'So the answer is: x.'\n":
+            "demonstration 1: 'reasoning' must be a list of sentences, not str",
+        b"instruction: Hi.\nfinal_instruction: Close.\ndemonstrations: {question: Q}\n":
+            "'demonstrations' is a dict, not a list",
+    }
+    for content, message in cases.items():
+        bad.write_bytes(content)
+        with pytest.raises(UserError, match=re.escape(message)):
+            TeacherPromptSpec.load(bad)
+    good = tmp_path / "good.yaml"  # the bundled file's shape, with other text
+    good.write_text("instruction: Hi.\nfinal_instruction: Close.\ndemonstrations:\n  - question: Q?\n"
+                    "    passages: [{title: T, text: X.}]\n    reasoning: [X., 'So the answer is: x.']\n")
+    spec = TeacherPromptSpec.load(good)
+    assert (spec.instruction, spec.demos[0].reasoning) == ("Hi.", ("X.", "So the answer is: x."))
 
 
 @pytest.mark.parametrize(

@@ -112,3 +112,34 @@ def test_training_progress_follows_the_logged_steps(tmp_path: Path) -> None:
         assert (bar.done, bar.total, bar.unit) == (1, 4, "steps")
         metrics.write_text(metrics.read_text().rsplit("\n", 1)[0] + "\n" + json.dumps({"step": 4, "total_steps": 4}) + "\n")
     assert (bar.done, bar.total) == (4, 4)  # the last row is read once more when training ends
+
+
+def test_a_step_loss_that_is_not_finite_stops_training_with_the_settings_to_change() -> None:
+    import math
+
+    import torch
+    from steper_ray.errors import LossNotFinite
+    from steper_ray.train.loop import StepStats, check_finite
+
+    cfg = TrainConfig(lr=0.5)
+    zeros = torch.zeros(3, dtype=torch.float64)
+    check_finite(StepStats(zeros, zeros, 10.0, 1.0, 2.5), 3, 10, cfg)  # finite: nothing happens
+    for bad in (math.inf, math.nan):
+        with pytest.raises(LossNotFinite, match=r"became (inf|nan) at optimizer step 3 of 10.*train.lr \(0.5\)"):
+            check_finite(StepStats(zeros, zeros, 10.0, 1.0, bad), 3, 10, cfg)
+
+
+def test_a_user_error_raised_in_a_ray_train_worker_is_found_for_the_cli() -> None:
+    from ray.train import WorkerGroupError
+    from steper_ray.errors import LossNotFinite, UserError, user_error_in
+
+    diverged = LossNotFinite("the training loss became inf")
+    wrapped = WorkerGroupError("rank 1 failed", {0: RuntimeError("peer gone"), 1: diverged})
+    assert user_error_in(wrapped) is diverged
+    try:
+        raise RuntimeError("controller") from wrapped
+    except RuntimeError as chained:
+        assert user_error_in(chained) is diverged
+    assert user_error_in(WorkerGroupError("oom", {0: MemoryError()})) is None
+    plain = UserError("x")
+    assert user_error_in(plain) is plain
