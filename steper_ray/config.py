@@ -430,6 +430,15 @@ class LossConfig(Section):
         "then stays between 2e-5 and 1.1e4, which float32 losses carry.",
     )
 
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # pydantic reads true as 1.0; a weight is a number. (Strict floats would also refuse YAML's
+        # 1e-3, which PyYAML reads as a string.)
+        if isinstance(value, list) and any(isinstance(x, bool) for x in value):
+            raise ValueError(f"loss.weights {value} holds true/false; write three numbers, e.g. [1, 1, 1]")
+        return value
+
     @model_validator(mode="after")
     def _three_weights(self) -> LossConfig:
         w = self.weights

@@ -243,7 +243,9 @@ def test_overrides_into_a_section_the_file_gives_as_a_value_are_refused(
     [
         ("train.loss.init_log_var=-100", "train.loss.init_log_var"),
         ("train.loss.weights=[1e308, 1, 1]", "loss.weights is [1e+308, 1.0, 1.0]"),
+        ("train.loss.weights=[1e-3, 1, 1e3]", "loss.weights is [0.001, 1.0, 1000.0]"),  # PyYAML reads 1e-3 as text
         ("reasoning.num_demos=0", "reasoning.num_demos"),
+        ("train.loss.weights=[true, 1, 1]", "loss.weights [True, 1, 1] holds true/false"),
     ],
 )
 def test_loss_and_demo_settings_out_of_range_are_refused(override: str, message: str, tmp_path: Path,
