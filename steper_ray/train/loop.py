@@ -238,7 +238,7 @@ def setup(config: dict[str, Any], ctx: TrainContext) -> Worker:
     sinks = None
     if rank == 0:
         files.root.mkdir(parents=True, exist_ok=True)
-        sinks = MetricSinks(files.root, cfg.tensorboard, cfg.mlflow_uri, cfg.run_name, cfg.model_dump())
+        sinks = MetricSinks(files.root, cfg.tensorboard, cfg.mlflow_uri, cfg.run_name, cfg.model_dump(), start_step)
     gpu_name = torch.cuda.get_device_name(device) if on_gpu else ""
     return Worker(
         cfg=cfg, ctx=ctx, files=files, student=config["student"], rank=rank, world=world, device=device,
@@ -337,6 +337,7 @@ def export(w: Worker, last_metrics: dict[str, Any]) -> None:
         record_prompt_format(w.files.export, w.prompt_format)
         w.files.state.write_text(json.dumps({
             "steps": w.total_steps, "steps_per_epoch": w.steps_per_epoch, "world_size": w.world,
+            "resumed_from_step": w.start_step,  # this attempt's checkpoint step (0: from the start)
             "examples_used": int(used.item()), "dropped_examples": dict(dropped_total),
             "final": last_metrics, "params": w.n_params,
         }, indent=2))

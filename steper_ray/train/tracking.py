@@ -11,10 +11,32 @@ from typing import Any
 from steper_ray.layout import TrainDir
 
 
+def keep_rows_up_to(metrics: Path, step: int) -> None:
+    """Cut ``metrics`` (metrics.jsonl) back to the rows of steps 1..``step``: a run resumed from
+    step ``step``'s checkpoint logs the later steps again, and an interrupted attempt's rows for
+    them (or a half-written last line) would otherwise stay beside the new ones."""
+    if not metrics.is_file():
+        return
+    kept = []
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        try:
+            row_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if row_step <= step:
+            kept.append(line + "\n")
+    tmp = metrics.with_name(metrics.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    tmp.replace(metrics)
+
+
 class MetricSinks:
     def __init__(self, out: Path, tensorboard: bool = False, mlflow_uri: str | None = None,
-                 run_name: str = "student", params: dict[str, Any] | None = None):
+                 run_name: str = "student", params: dict[str, Any] | None = None, start_step: int = 0):
+        """Sinks for a run that continues after optimizer step ``start_step`` (0: a new run):
+        metrics.jsonl keeps the rows up to it and gets the later ones appended."""
         files = TrainDir(out)
+        keep_rows_up_to(files.metrics, start_step)
         self.jsonl = files.metrics.open("a")
         self.tb = None
         self.mlflow = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -136,6 +137,26 @@ def steps_progress(metrics: Path, every_s: float = 1.0) -> Iterator[None]:
             bar.update(int(row["step"]), row.get("total_steps"))
 
 
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+@contextmanager
+def _keeping_sigint_handler() -> Iterator[None]:
+    """Put the caller's SIGINT handler back afterwards: ``TorchTrainer.fit`` replaces it with one
+    that aborts its controller (Ray 2.60) and, once that is gone, exits 0 on the next Ctrl-C."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def run_train(cfg: SteperConfig) -> dict[str, Any]:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -163,14 +184,21 @@ def run_train(cfg: SteperConfig) -> dict[str, Any]:
             failure_config=FailureConfig(max_failures=tcfg.max_failures),
         ),
     )
-    with steps_progress(files.metrics):
+    finished_before = _mtime(files.state)
+    with steps_progress(files.metrics), _keeping_sigint_handler():
         try:
             result = trainer.fit()
+        except SystemExit as exc:  # Ray Train's Ctrl-C handler ends an aborted run with sys.exit(0)
+            raise KeyboardInterrupt from exc
         except Exception as exc:  # Ray Train wraps the workers' errors; a user mistake stays one
             mistake = user_error_in(exc)
             if mistake is None:
                 raise
             raise mistake from exc
+    if _mtime(files.state) in (None, finished_before):
+        # fit() installs Ray Train's own Ctrl-C handler, which aborts the run (checkpoints kept);
+        # fit() may then return normally, and the workers never got to export.
+        raise KeyboardInterrupt
     rows = read_metrics(files.metrics)
     plot = plot_sigmas(rows, files.sigma_plot) if rows else None
     state = files.state

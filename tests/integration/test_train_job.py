@@ -88,18 +88,19 @@ def test_killed_worker_restarts_from_the_last_checkpoint_and_a_rerun_continues(
     killer.join(timeout=5)
     assert killed, "no training worker was found to kill"
     steps = _logged_steps(tmp_path / "train")
-    assert summary["steps"] == 25 and steps[-1] == 25
-    # After the kill, training went back to a checkpoint (a multiple of 5) and redid the steps
-    # after it: some steps are logged twice, none is missing.
-    assert len(steps) > 25 and sorted(set(steps)) == list(range(1, 26))
-    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
-    assert (steps[restart] - 1) % 5 == 0 and steps[restart] < steps[restart - 1]
+    assert summary["steps"] == 25
+    # After the kill, training went back to a checkpoint (a multiple of 5, not the start) and
+    # redid the steps after it; metrics.jsonl holds each step once, the redone ones as redone.
+    state = json.loads((tmp_path / "train/train_state.json").read_text())
+    assert state["resumed_from_step"] in (5, 10, 15, 20)
+    assert steps == list(range(1, 26))
 
     # A rerun with the same name and more steps starts from the step-25 checkpoint: steps 26-28
     # only, no restart at 1.
     again = run_train(load_config(None, base + ["train.max_steps=28"]))
-    assert _logged_steps(tmp_path / "train") == steps + [26, 27, 28]
+    assert _logged_steps(tmp_path / "train") == list(range(1, 29))
     assert again["steps"] == 28
+    assert json.loads((tmp_path / "train/train_state.json").read_text())["resumed_from_step"] == 25
 
 
 @pytest.mark.slow

@@ -47,3 +47,17 @@ def test_metrics_reach_jsonl_tensorboard_and_mlflow(tmp_path: Path) -> None:
     history = client.get_metric_history(run.info.run_id, "loss_init")
     assert [(m.step, round(m.value, 4)) for m in history] == [(1, 1.0), (2, 0.5), (3, 0.3333)]
     assert run.data.params["lr"] == "0.1"
+
+
+def test_a_resumed_run_drops_the_rows_logged_after_its_checkpoint(tmp_path: Path) -> None:
+    # an interrupted attempt logged steps 1-5 (the last line half-written); its checkpoint is step 3
+    rows = [json.dumps({"step": s, "loss_init": 1.0}) for s in (1, 2, 3, 4, 5)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(rows) + '\n{"step": 6, "lo')
+    sinks = MetricSinks(tmp_path, start_step=3)
+    for step in (4, 5, 6):
+        sinks.log({"step": step, "loss_init": 0.5})
+    sinks.close()
+    logged = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss_init"]) for r in logged] == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 0.5), (5, 0.5), (6, 0.5)]
+    MetricSinks(tmp_path).close()  # a new run (no checkpoint) starts the file again
+    assert (tmp_path / "metrics.jsonl").read_text() == ""

@@ -143,3 +143,40 @@ def test_a_user_error_raised_in_a_ray_train_worker_is_found_for_the_cli() -> Non
     assert user_error_in(WorkerGroupError("oom", {0: MemoryError()})) is None
     plain = UserError("x")
     assert user_error_in(plain) is plain
+
+
+def test_ctrl_c_handled_by_ray_train_is_reported_as_an_interruption(tmp_path: Path, tiny_model_dir: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Train's fit() swaps in its own SIGINT handler, aborts on Ctrl-C and returns normally
+    (Ray 2.60): training must then raise KeyboardInterrupt and leave the caller's handler in place."""
+    import signal
+
+    import ray.train.torch
+    from steper_ray.config import load_config
+    from steper_ray.train import trainer
+
+    class AbortedTrainer:  # what TorchTrainer.fit does when its handler caught a Ctrl-C
+        exits = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def fit(self) -> None:
+            signal.signal(signal.SIGINT, lambda *_: None)
+            if self.exits:  # the handler's sys.exit(0) once the aborted controller is gone
+                raise SystemExit(0)
+            return None  # or the run ends, aborted, without an export
+
+    examples = tmp_path / "examples.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": "q-0", "task": "init", "prompt": "Q", "completion": "A."}]), examples)
+    monkeypatch.setattr(trainer, "ensure_ray", lambda: None)
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", AbortedTrainer)
+    cfg = load_config(None, [f"run_dir={tmp_path}", f"train.student={tiny_model_dir}", f"train.examples={examples}",
+                             "train.num_workers=1", "train.grad_accum=1", "train.micro_batch_size=1"])
+    before = signal.getsignal(signal.SIGINT)
+    for exits in (False, True):
+        AbortedTrainer.exits = exits
+        with pytest.raises(KeyboardInterrupt):
+            trainer.run_train(cfg)
+        assert signal.getsignal(signal.SIGINT) is before
+    assert not (tmp_path / "train" / "summary.json").exists()
