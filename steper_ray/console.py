@@ -126,6 +126,15 @@ class _TerminalProgress(Progress):
         bar.n = self.done
         bar.refresh()
 
+    def relabel(self, stage: str) -> None:
+        """Keep the finished part's line as it is and start a new one below it."""
+        from tqdm import tqdm
+
+        self.close()
+        self._bar = tqdm(total=None, desc=f"{stage:<15}", file=self._bar.fp, dynamic_ncols=True, leave=True,
+                         smoothing=0, bar_format=self.WAITING)
+        super().relabel(stage)
+
     def close(self, status: str = "done") -> None:
         bar = self._bar
         if status != "done" or bar.bar_format == self.WAITING:
@@ -147,6 +156,14 @@ class _LineProgress(Progress):
             self._last = time.perf_counter()
             self._out.write(self.line() + "\n")
             self._out.flush()
+
+    def relabel(self, stage: str) -> None:
+        """The finished part's last count as a line of its own, then the new part."""
+        if self.done:
+            self._out.write(self.line() + "\n")
+            self._out.flush()
+        super().relabel(stage)
+        self._last = time.perf_counter()
 
     def close(self, status: str = "done") -> None:
         if status == "done" and self.done:

@@ -67,6 +67,11 @@ class Progress:
     def close(self, status: str = "done") -> None:
         """The stage ended (``done``, ``failed``, ``skipped``)."""
 
+    def relabel(self, stage: str) -> None:
+        """A new part of the same stage begins (e.g. ablate's next mode): its own label and count."""
+        self.stage = stage
+        self.start(None, "items")
+
 
 def format_seconds(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))

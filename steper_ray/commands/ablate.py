@@ -38,10 +38,12 @@ from steper_ray.config import (
     LossConfig,
     SteperConfig,
     dump_config,
+    load_config,
     validate,
 )
 from steper_ray.errors import UserError
 from steper_ray.layout import RunLayout
+from steper_ray.progress import progress
 from steper_ray.reasoning.prompts import TeacherPromptSpec
 from steper_ray.evaluate.report import evaluate_summary_problem
 from steper_ray.summary import json_type, read_summary, summary_command, write_summary
@@ -186,6 +188,56 @@ def check_summaries(cfg: SteperConfig, out: Path) -> None:
                         + "\n".join(f"  - {p}" for p in problems))
 
 
+# Settings that do not change what a mode learns or how it is scored (where it runs, how often
+# it logs or checkpoints, per-mode paths ablate sets itself): they may differ between the runs
+# that fill one ablation's table. Dotted prefixes of config keys.
+_OPERATIONAL = (
+    "run_dir", "ablate", "serve", "bench", "tiny_model", "generate", "retrieval.recall_at", "index.dataset",
+    "index.corpus", "index.format", "index.out", "index.distributed", "index.build", "index.dense.batch_size",
+    "index.dense.device", "train.out", "train.loss.mode", "train.loss.weights", "train.offload_optimizer",
+    "train.offload_params", "train.gradient_checkpointing", "train.cpus_per_worker", "train.threads_per_worker",
+    "train.checkpoint_every", "train.keep_checkpoints", "train.max_failures", "train.log_every",
+    "train.mlflow_uri", "train.tensorboard", "evaluate.out", "evaluate.baseline", "evaluate.replicas",
+    "evaluate.batch_size", "evaluate.num_cpus", "evaluate.num_gpus", "evaluate.model.model",
+    "evaluate.model.batch_size", "evaluate.model.device", "evaluate.model.gpu_memory_utilization",
+    "evaluate.model.tensor_parallel_size", "evaluate.model.timeout_s", "evaluate.model.max_retries",
+    "evaluate.model.concurrency",
+)
+
+
+def _settings(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """The dotted settings of a config dump that shape a mode's result (all but ``_OPERATIONAL``)."""
+    if prefix and any(prefix == k or prefix.startswith(k + ".") for k in _OPERATIONAL):
+        return {}
+    if isinstance(tree, dict) and tree:
+        return {k: v for key, value in tree.items() for k, v in _settings(value, f"{prefix}.{key}".lstrip(".")).items()}
+    return {prefix: tree}
+
+
+def check_same_settings(cfg: SteperConfig, out: Path) -> None:
+    """Refuse (UserError) to add to an ablation whose modes were trained or evaluated with other
+    settings: the rows of one table must differ only in the loss. The settings it ran with are
+    ``out/config.yaml``; one that no longer loads (an older version's keys) is not compared."""
+    recorded_file = out / "config.yaml"
+    has_results = any((out / m / part / "summary.json").is_file() for m in ABLATION_MODES for part in ("train", "evaluate"))
+    if not has_results or not recorded_file.is_file():
+        return
+    try:
+        recorded = load_config(recorded_file)
+    except UserError as exc:
+        log.warning("ablate: %s does not load (%s); settings not compared", recorded_file, str(exc).splitlines()[0])
+        return
+    before, now = _settings(recorded.model_dump(mode="json")), _settings(cfg.model_dump(mode="json"))
+    changed = [k for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)]
+    if changed:
+        shown = "; ".join(f"{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in changed[:8])
+        more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
+        raise UserError(
+            f"{out} holds modes trained or evaluated with other settings: {shown}{more}. Rows of one "
+            f"ablation differ only in the loss: rerun with its settings (`--config {recorded_file}`, "
+            "plus your --modes), or give a new --out for the new settings; nothing was changed")
+
+
 def mode_summaries(cfg: SteperConfig, mode: str, out: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """(train summary, evaluate summary) an earlier run left for ``mode`` in ``out``, each None
     when absent. Raises UserError for a damaged one (``_read``)."""
@@ -225,11 +277,14 @@ def _run_mode(cfg: SteperConfig, mode: str, out: Path) -> dict[str, Any]:
     elif train is not None:
         status = "evaluated"
         log.info("ablate %s: trained, evaluating", mode)
+        progress().relabel(f"{mode}: evaluate")
         evaluation = run_evaluate(mcfg)
     else:
         status = "done"
         log.info("ablate %s: training (loss %s)", mode, loss.model_dump())
+        progress().relabel(f"{mode}: train")
         train = run_train(mcfg)
+        progress().relabel(f"{mode}: evaluate")
         evaluation = run_evaluate(mcfg)
     used = (train or {}).get("loss")
     if used is not None and used != loss.model_dump():
@@ -256,6 +311,7 @@ def run_ablate(cfg: SteperConfig) -> dict[str, Any]:
     check_ablate(cfg)
     out = own_out_dir(ablate_out(cfg), ABLATE_ENTRIES, "an ablation's results", _ablation_here)
     check_summaries(cfg, out)
+    check_same_settings(cfg, out)
     generate, traces = _teacher_traces(cfg)
     check_modes(cfg, out)
     (out / "config.yaml").write_text(CONFIG_MARK + dump_config(cfg))  # after the checks: a refusal changes nothing

@@ -10,12 +10,13 @@ import pytest
 
 from steper_ray.cli import main
 from steper_ray.commands.ablate import (
+    CONFIG_MARK,
     FIXED_WEIGHTS,
     check_ablate,
     mode_config,
     mode_loss,
 )
-from steper_ray.config import ABLATION_MODES, LossConfig, SteperConfig, load_config
+from steper_ray.config import ABLATION_MODES, LossConfig, SteperConfig, dump_config, load_config
 from steper_ray.errors import UserError
 from steper_ray.evaluate.ablation import PAPER_REFERENCE, write_ablation_report
 
@@ -168,7 +169,8 @@ def test_an_out_holding_other_files_or_a_damaged_summary_is_refused_before_train
     assert not (out / "config.yaml").exists()  # a refusal writes nothing
 
 
-def test_a_rerun_with_every_mode_evaluated_only_rebuilds_the_table(tmp_path: Path) -> None:
+def test_a_rerun_with_every_mode_evaluated_only_rebuilds_the_table(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     examples = tmp_path / "examples"
     examples.mkdir()
     out = tmp_path / "ablate"
@@ -178,13 +180,22 @@ def test_a_rerun_with_every_mode_evaluated_only_rebuilds_the_table(tmp_path: Pat
                                ("evaluate", {"command": "evaluate", "metrics": metrics, "model": {"kind": "hf"}})):
             (out / mode / stage).mkdir(parents=True)
             (out / mode / stage / "summary.json").write_text(json.dumps(summary))
-    (out / "config.yaml").write_text("# steper-ray ablate: the configuration of this ablation\n")
-    argv = ["ablate", f"run_dir={tmp_path / 'run'}", f"train.examples={examples}", "--modes", "steper",
-            "--out", str(out), "--json"]
+    settings = [f"run_dir={tmp_path / 'run'}", f"train.examples={examples}"]
+    (out / "config.yaml").write_text(CONFIG_MARK + dump_config(load_config(None, settings)))  # as ablate wrote it
+    argv = ["ablate", *settings, "--modes", "steper", "--out", str(out), "--json"]
     assert main(argv) == 0  # no training: steper skipped, uniform shown as an earlier run
     summary = json.loads((out / "summary.json").read_text())
     assert {m: r["status"] for m, r in summary["modes"].items()} == {"steper": "skipped", "uniform": "earlier run"}
     assert "| steper |" in (out / "ablation.md").read_text()
+    # other settings would put rows of another setup in the same table: refused, nothing changed
+    recorded = (out / "config.yaml").read_text()
+    assert main([*argv, "train.epochs=1", "evaluate.limit=5", "train.log_every=5"]) == 2
+    failure = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["error"]
+    assert "holds modes trained or evaluated with other settings: evaluate.limit: None there, 5 now; " \
+           "train.epochs: 2 there, 1 now. Rows of one ablation differ only in the loss" in failure
+    assert f"`--config {out / 'config.yaml'}`" in failure and "log_every" not in failure  # operational: allowed
+    assert (out / "config.yaml").read_text() == recorded
+    assert main(["ablate", "--config", str(out / "config.yaml"), "--modes", "steper", "--out", str(out)]) == 0
 
 
 def test_examples_that_are_not_step_examples_exit_2_before_training(tmp_path: Path,

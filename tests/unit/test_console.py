@@ -91,6 +91,34 @@ def test_progress_lines_show_rate_and_eta(tmp_path: Path) -> None:
     assert line.startswith("evaluate") and "50/100 questions" in line and "questions/s" in line and "ETA" in line
 
 
+def test_each_part_of_a_stage_keeps_its_own_last_line() -> None:
+    import io
+
+    from steper_ray.console import _LineProgress, _TerminalProgress
+
+    out = io.StringIO()
+    bar = _LineProgress("ablate", out)
+    bar.relabel("steper: train")
+    bar.start(34, "steps")
+    bar.update(34)
+    bar.relabel("steper: evaluate")  # training's final count is kept as a line
+    bar.start(150, "questions")
+    bar.update(150)
+    bar.close("done")
+    lines = out.getvalue().splitlines()
+    assert [ln.split()[:3] for ln in lines] == [["steper:", "train", "34/34"], ["steper:", "evaluate", "150/150"]]
+
+    term = io.StringIO()
+    tbar = _TerminalProgress("ablate", term)
+    tbar.relabel("uniform: train")
+    tbar.start(3, "steps")
+    tbar.update(3)
+    tbar.relabel("uniform: evaluate")
+    tbar.close("done")
+    shown = term.getvalue().replace("\r", "\n")
+    assert "uniform: train" in shown and "3/3 steps" in shown and "uniform: evaluate" in shown
+
+
 def test_verbose_leaves_the_terminal_as_it_is(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     console = Console(verbose=True)
     log_file = tmp_path / "logs/generate.log"
