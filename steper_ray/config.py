@@ -20,6 +20,19 @@ DatasetFormat = Literal["auto", "hotpotqa", "2wikimultihopqa", "musique", "jsonl
 CorpusFormat = Literal["auto", "jsonl", "title_dict", "title_text_list"]
 
 
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The plain types a field annotation admits: ``int | None`` -> {int, NoneType}; Literal
+    values count as their own types (so ``bool | Literal['auto']`` holds bool)."""
+    args = get_args(annotation)
+    if not args:
+        return {annotation}
+    if getattr(annotation, "__origin__", None) is Literal:
+        return {type(a) for a in args}
+    if getattr(annotation, "__origin__", None) in (list, dict, tuple):
+        return set()
+    return set().union(*(_leaf_types(a) for a in args))
+
+
 class Section(BaseModel):
     """Base of every config model: unknown keys are errors (typos must not pass silently)."""
 
@@ -28,6 +41,16 @@ class Section(BaseModel):
         extra="forbid", validate_default=True, validate_assignment=True, coerce_numbers_to_str=True,
         allow_inf_nan=False,
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for an int or float setting; a number is never meant as true/false
+        if isinstance(value, bool) and info.field_name is not None:
+            kinds = _leaf_types(cls.model_fields[info.field_name].annotation)
+            if bool not in kinds and kinds & {int, float}:
+                raise ValueError("is true/false; write a number")
+        return value
 
     @field_validator("*", mode="after")
     @classmethod
@@ -891,6 +914,8 @@ def _describe(model: type[BaseModel], err: dict[str, Any]) -> str:
     field = holder.model_fields.get(str(loc[-1])) if holder and loc else None
     desc = f" ({field.description})" if field is not None and field.description else ""
     given = "" if etype == "missing" else f"; got {err.get('input')!r}"
+    if etype == "value_error":  # a validator's own message already says what to write
+        return f"{path}: {err['msg'].removeprefix('Value error, ')}{given}{desc}"
     return f"{path}: {err['msg']}{given}. Fix: {_fix(etype, err.get('ctx') or {}, field)}{desc}"
 
 

@@ -192,7 +192,11 @@ def check_summaries(cfg: SteperConfig, out: Path) -> None:
 # it logs or checkpoints, per-mode paths ablate sets itself): they may differ between the runs
 # that fill one ablation's table. Dotted prefixes of config keys.
 _OPERATIONAL = (
-    "run_dir", "ablate", "serve", "bench", "tiny_model", "generate", "retrieval.recall_at", "index.dataset",
+    "run_dir", "ablate", "serve", "bench", "tiny_model", "generate.out", "generate.index", "generate.replicas",
+    "generate.batch_size", "generate.num_cpus", "generate.num_gpus", "generate.teacher.batch_size",
+    "generate.teacher.device", "generate.teacher.gpu_memory_utilization", "generate.teacher.tensor_parallel_size",
+    "generate.teacher.timeout_s", "generate.teacher.max_retries", "generate.teacher.concurrency",
+    "retrieval.recall_at", "index.dataset",
     "index.corpus", "index.format", "index.out", "index.distributed", "index.build", "index.dense.batch_size",
     "index.dense.device", "train.out", "train.loss.mode", "train.loss.weights", "train.offload_optimizer",
     "train.offload_params", "train.gradient_checkpointing", "train.cpus_per_worker", "train.threads_per_worker",
@@ -206,7 +210,8 @@ _OPERATIONAL = (
 
 
 def _settings(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """The dotted settings of a config dump that shape a mode's result (all but ``_OPERATIONAL``)."""
+    """The dotted settings of a config dump that shape a mode's result (all but ``_OPERATIONAL``;
+    where the step examples are read from is compared as ``examples``, below)."""
     if prefix and any(prefix == k or prefix.startswith(k + ".") for k in _OPERATIONAL):
         return {}
     if isinstance(tree, dict) and tree:
@@ -220,14 +225,24 @@ def check_same_settings(cfg: SteperConfig, out: Path) -> None:
     ``out/config.yaml``; one that no longer loads (an older version's keys) is not compared."""
     recorded_file = out / "config.yaml"
     has_results = any((out / m / part / "summary.json").is_file() for m in ABLATION_MODES for part in ("train", "evaluate"))
-    if not has_results or not recorded_file.is_file():
+    if not has_results:
         return
+    fix = ("restore it, or give a new --out; to keep the modes' results anyway, write the settings they ran "
+           f"with into it (its first line: {CONFIG_MARK.strip()!r})")
+    if not recorded_file.is_file():
+        raise UserError(f"{out} holds trained or evaluated modes but not {recorded_file.name}, the settings they ran "
+                        f"with, so a rerun cannot check that its rows would match: {fix}")
     try:
         recorded = load_config(recorded_file)
     except UserError as exc:
-        log.warning("ablate: %s does not load (%s); settings not compared", recorded_file, str(exc).splitlines()[0])
-        return
-    before, now = _settings(recorded.model_dump(mode="json")), _settings(cfg.model_dump(mode="json"))
+        problem = next((ln.strip(" -") for ln in str(exc).splitlines()[1:]), str(exc))
+        raise UserError(f"{recorded_file}, the settings of the modes in {out}, does not load ({problem}), so a "
+                        f"rerun cannot check that its rows would match: {fix}") from None
+
+    def settings(c: SteperConfig) -> dict[str, Any]:
+        return {**_settings(c.model_dump(mode="json")), "examples": str(RunLayout(c).examples.resolve())}
+
+    before, now = settings(recorded), settings(cfg)
     changed = [k for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)]
     if changed:
         shown = "; ".join(f"{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in changed[:8])
@@ -309,6 +324,11 @@ def run_ablate(cfg: SteperConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     check_ablate(cfg)
+    run_dir, target = Path(cfg.run_dir).resolve(), ablate_out(cfg).resolve()
+    if run_dir.is_relative_to(target):
+        raise UserError(f"--out {ablate_out(cfg)} is the run directory {cfg.run_dir} or holds it: the run keeps its "
+                        "logs, traces and indexes there; give the ablation a directory of its own, e.g. the "
+                        f"default {RunLayout(cfg.model_copy(update={'ablate': cfg.ablate.model_copy(update={'out': None})})).ablate}")
     out = own_out_dir(ablate_out(cfg), ABLATE_ENTRIES, "an ablation's results", _ablation_here)
     check_summaries(cfg, out)
     check_same_settings(cfg, out)

@@ -236,6 +236,11 @@ def _teacher_prompt_problems(data: Any) -> list[str]:
 
     problems = [f"'{key}' is {'missing' if key not in data else repr(data[key])[:40]}, not text"
                 for key in ("instruction", "final_instruction") if not text(data.get(key))]
+    unknown = sorted(str(k) for k in data if k not in ("instruction", "final_instruction", "demonstrations"))
+    if unknown:
+        problems.append(f"unknown key(s) {unknown}")
+    if "demonstrations" not in data:
+        problems.append("'demonstrations' is missing ([] for none: a zero-shot teacher)")
     demos = data.get("demonstrations")
     if demos is not None and not isinstance(demos, list):
         return problems + [f"'demonstrations' is a {type(demos).__name__}, not a list"]

@@ -272,3 +272,33 @@ def test_a_run_dir_that_is_a_file_is_a_user_error(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"cannot write the log {afile}/logs/ablate.log" in err
     assert afile.read_text() == "mine"
+
+
+def test_the_settings_check_covers_the_traces_and_needs_the_recorded_settings(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ablate"
+    (out / "steper" / "train").mkdir(parents=True)
+    (out / "steper" / "train" / "summary.json").write_text(json.dumps({"command": "train", "steps": 2}))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ran_with = [f"run_dir={tmp_path / 'runA'}"]
+    (out / "config.yaml").write_text(CONFIG_MARK + dump_config(load_config(None, ran_with)))
+    base = ["ablate", "--modes", "uniform", "--out", str(out), "--json"]
+    # other traces: another run's generate/examples, or another teacher
+    for other in ([f"run_dir={tmp_path / 'runB'}"], [*ran_with, "generate.filter.match=contains"]):
+        assert main([*base, *other]) == 2
+        assert "holds modes trained or evaluated with other settings" in capsys.readouterr().out
+    # the recorded settings missing or unreadable: refused, not skipped
+    recorded = (out / "config.yaml").read_text()
+    (out / "config.yaml").write_text(recorded + "bogus_key: 1\n")
+    assert main([*base, *ran_with]) == 2
+    assert "does not load (bogus_key: unknown key" in capsys.readouterr().out
+    (out / "config.yaml").unlink()
+    (out / "summary.json").write_text(json.dumps({"command": "ablate"}))
+    assert main([*base, *ran_with]) == 2
+    assert "holds trained or evaluated modes but not config.yaml" in capsys.readouterr().out
+    # --out that is the run directory (or holds it): refused for that reason
+    assert main(["ablate", f"run_dir={tmp_path / 'same'}", "--out", str(tmp_path / "same"), f"train.examples={empty}"]) == 2
+    assert "is the run directory" in capsys.readouterr().err
+    assert main(["ablate", f"run_dir={tmp_path / 'x' / 'run'}", "--out", str(tmp_path / "x"), f"train.examples={empty}"]) == 2
+    assert "is the run directory" in capsys.readouterr().err

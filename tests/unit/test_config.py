@@ -111,7 +111,7 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 def test_blank_output_directories_are_refused() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, ["ablate.out='  '", "train.out=' '", "run_dir=''"])
-    assert err.value.problems[0].startswith("run_dir: Value error, is blank; give a directory path;")
+    assert err.value.problems[0].startswith("run_dir: is blank; give a directory path; got")
     assert [p.split(":")[0] for p in err.value.problems] == ["run_dir", "train.out", "ablate.out"]
 
 
@@ -147,3 +147,11 @@ def test_config_files_that_are_not_utf8_repeat_a_key_or_are_a_directory(tmp_path
         with pytest.raises(ConfigError) as err:
             load_config(path, [])
         assert expected in str(err.value)
+
+
+def test_true_or_false_is_not_a_number() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["train.lr=true", "train.epochs=false", "reasoning.num_demos=true", "train.use_gpu=false",
+                           "index.distributed=true"])
+    assert sorted(p.split(":")[0] for p in err.value.problems) == ["reasoning.num_demos", "train.epochs", "train.lr"]
+    assert all("is true/false; write a number" in p for p in err.value.problems)

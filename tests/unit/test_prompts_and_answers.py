@@ -118,6 +118,8 @@ def test_teacher_prompt_file_errors(tmp_path: Path) -> None:
             "demonstration 1: 'reasoning' must be a list of sentences, not str",
         b"instruction: Hi.\nfinal_instruction: Close.\ndemonstrations: {question: Q}\n":
             "'demonstrations' is a dict, not a list",
+        b"instruction: Hi.\nfinal_instruction: Close.\ndemonstration: []\n":
+            "unknown key(s) ['demonstration']; 'demonstrations' is missing ([] for none: a zero-shot teacher)",
     }
     for content, message in cases.items():
         bad.write_bytes(content)
