@@ -51,14 +51,19 @@ def _stray(path: Path, kind: str | frozenset[str]) -> bool:
 
 
 def own_out_dir(out: Path, entries: Mapping[str, str | frozenset[str]] | None, what: str,
-                written_here: Callable[[Path], bool]) -> Path:
+                written_here: Callable[[Path], bool], logs: Path | None = None) -> Path:
     """Create ``out`` for a command that writes ``what`` into it file by file (a rerun or a
     resume writes into its own earlier output). Refused with UserError, nothing changed, when
-    ``out`` is a file or cannot be created, or when it holds anything and either an entry is
-    not one of ``entries`` (name -> "file", "dir", or the names a directory may hold; None: any
-    name) or ``written_here(out)`` does not recognise it as this command's output (its summary
-    or marker file). Returns ``out``."""
+    ``out`` is a file or cannot be created, when it would hold the run's log directory ``logs``
+    (``out`` is the run directory or above it), or when it holds anything and either an entry
+    is not one of ``entries`` (name -> "file", "dir", or the names a directory may hold; None:
+    any name) or ``written_here(out)`` does not recognise it as this command's output (its
+    summary or marker file). Returns ``out``."""
     out = Path(out)
+    if logs is not None and Path(logs).resolve().is_relative_to(out.resolve()):
+        # checked first: the command has already written its own log there
+        raise UserError(f"{out} is the run directory or holds it (the run's logs are in {logs}); give "
+                        f"{what} a directory of its own (nothing was changed)")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; {what} go into a directory, so choose a new or empty directory "
                         "(nothing was changed)")

@@ -291,7 +291,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     elif args.command == "evaluate" and args.compare is not None:
         from steper_ray.evaluate.report import compare_runs
 
-        summary = compare_runs(args.compare, Path(args.out) if args.out else RunLayout(cfg).compare)
+        layout = RunLayout(cfg)
+        summary = compare_runs(args.compare, Path(args.out) if args.out else layout.compare, layout.logs)
         _emit(console, summary, args.json, None if args.json else
               Path(summary["report"]).read_text() + f"\nreport {summary['report']}, chart {summary['plot']}")
     elif args.command == "evaluate":

@@ -324,12 +324,7 @@ def run_ablate(cfg: SteperConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     check_ablate(cfg)
-    run_dir, target = Path(cfg.run_dir).resolve(), ablate_out(cfg).resolve()
-    if run_dir.is_relative_to(target):
-        raise UserError(f"--out {ablate_out(cfg)} is the run directory {cfg.run_dir} or holds it: the run keeps its "
-                        "logs, traces and indexes there; give the ablation a directory of its own, e.g. the "
-                        f"default {RunLayout(cfg.model_copy(update={'ablate': cfg.ablate.model_copy(update={'out': None})})).ablate}")
-    out = own_out_dir(ablate_out(cfg), ABLATE_ENTRIES, "an ablation's results", _ablation_here)
+    out = own_out_dir(ablate_out(cfg), ABLATE_ENTRIES, "an ablation's results", _ablation_here, RunLayout(cfg).logs)
     check_summaries(cfg, out)
     check_same_settings(cfg, out)
     generate, traces = _teacher_traces(cfg)

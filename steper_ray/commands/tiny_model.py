@@ -8,6 +8,7 @@ from typing import Any
 
 from steper_ray.config import SteperConfig
 from steper_ray.data import extract_corpus, read_corpus, read_dataset
+from steper_ray.layout import RunLayout
 
 
 def tokenizer_texts(cfg: SteperConfig, dataset: str | None = None, corpus: str | None = None) -> list[str]:
@@ -31,7 +32,7 @@ def run_tiny_model(cfg: SteperConfig, out: str | Path, dataset: str | None = Non
 
     t0 = time.perf_counter()
     texts = tokenizer_texts(cfg, dataset, corpus)
-    path = build_tiny_llama(texts, out, cfg.tiny_model)
+    path = build_tiny_llama(texts, out, cfg.tiny_model, RunLayout(cfg).logs)
     summary = {
         "command": "tiny-model",
         "out": str(path),

@@ -81,7 +81,9 @@ def _number(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if ok else "-"
 
 
-def compare_runs(run_dirs: list[str], out: Path) -> dict[str, Any]:
+def compare_runs(run_dirs: list[str], out: Path, logs: Path | None = None) -> dict[str, Any]:
+    """The comparison table and chart of evaluated runs into ``out`` (``own_out_dir``; ``logs``:
+    the command's log directory, which ``out`` must not hold)."""
     if not run_dirs:
         raise UserError("--compare needs at least one run directory")
     runs = [_load_run(Path(p)) for p in run_dirs]
@@ -93,7 +95,7 @@ def compare_runs(run_dirs: list[str], out: Path) -> dict[str, Any]:
         label: summary["metrics"] for label, (_, summary) in zip(labels, runs)
     }
     own_out_dir(out, COMPARE_ENTRIES, "the results of a comparison",
-                lambda d: summary_command(d) == "evaluate --compare")
+                lambda d: summary_command(d) == "evaluate --compare", logs)
     lines = ["| run | dataset | questions | EM | F1 | Acc | marked | recall | steps | tokens/q |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label in labels:

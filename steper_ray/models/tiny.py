@@ -43,15 +43,17 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):  # type: ignore[no-u
     )
 
 
-def build_tiny_llama(texts: Iterable[str], out: str | Path, cfg: TinyModelConfig | None = None) -> Path:
+def build_tiny_llama(texts: Iterable[str], out: str | Path, cfg: TinyModelConfig | None = None,
+                     logs: Path | None = None) -> Path:
     """Train a tokenizer on ``texts``, build a random Llama from ``cfg.seed``, save both to ``out``.
-    Raises UserError, before any work, when ``out`` holds anything but an earlier tiny model."""
+    Raises UserError, before any work, when ``out`` holds anything but an earlier tiny model or
+    would hold the command's log directory ``logs``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     out = Path(out)
     # an earlier tiny model (its steper_tiny.json) is rebuilt in place; anything else is not ours
-    own_out_dir(out, None, "a tiny model", lambda d: (d / "steper_tiny.json").is_file())
+    own_out_dir(out, None, "a tiny model", lambda d: (d / "steper_tiny.json").is_file(), logs)
     cfg = cfg or TinyModelConfig()
     # Tokenizer training is multi-threaded; one thread makes merges order-stable across runs.
     os.environ.setdefault("RAYON_NUM_THREADS", "1")

