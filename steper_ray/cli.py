@@ -305,7 +305,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
 
         summary = _staged(console, cfg, "ablate", run_ablate, cfg)
         _emit(console, summary, args.json, None if args.json else
-              Path(summary["report"]).read_text() + f"\nreport {summary['report']}, chart {summary['plot']}")
+              Path(summary["report"]).read_text() + f"\nreport {summary['report']}, chart {summary['plot']}, "
+              f"summary {Path(summary['out']) / 'summary.json'}")
     elif args.command == "serve":
         from steper_ray.serve.app import run_serve
 

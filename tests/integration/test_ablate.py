@@ -16,9 +16,11 @@ from steper_ray.evaluate.ablation import pct
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict:
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[dict, list[str]]:
+    """The command's summary (its --json line) and the lines printed before it."""
     assert main(["ablate", "--json", *argv]) == 0
-    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    *lines, last = capsys.readouterr().out.strip().splitlines()
+    return json.loads(last), lines
 
 
 @pytest.mark.slow
@@ -31,7 +33,12 @@ def test_ablate_trains_and_evaluates_each_mode_and_resumes(tmp_path: Path, tiny_
             "data.dev=[{name: musique, path: 'sample:musique/dev.jsonl'}]", "evaluate.limit=2",
             f"train.student={tiny_model_dir}", "train.num_workers=1", "train.max_steps=2",
             "train.checkpoint_every=2", "train.micro_batch_size=1", "train.grad_accum=1"]
-    summary = _run(argv, capsys)
+    summary, lines = _run(argv, capsys)
+    # one progress line per part: the generate stage it ran first, then each mode's training and evaluation
+    labels = [ln.split("  ")[0].strip() for ln in lines]
+    assert [lb for lb in dict.fromkeys(labels) if lb in ("generate", "vanilla_kd: train", "vanilla_kd: evaluate",
+                                                         "first_heavy: train")] == [
+        "generate", "vanilla_kd: train", "vanilla_kd: evaluate", "first_heavy: train"], lines
 
     assert summary["command"] == "ablate" and json.loads((out / "summary.json").read_text()) == summary
     assert summary["generate"]["stage_status"] == "done" and (run / "generate" / "summary.json").is_file()
@@ -72,19 +79,20 @@ def test_ablate_trains_and_evaluates_each_mode_and_resumes(tmp_path: Path, tiny_
     shutil.rmtree(out / "first_heavy" / "evaluate")
     trained = {m: (out / m / "train" / "summary.json").stat().st_mtime_ns for m in summary["modes"]}
     evaluated = (out / "vanilla_kd" / "evaluate" / "summary.json").stat().st_mtime_ns
-    again = _run(argv, capsys)
+    again, lines = _run(argv, capsys)
+    assert not any(ln.startswith("generate ") for ln in lines), lines  # done before: not shown
     assert {m: r["status"] for m, r in again["modes"].items()} == {"vanilla_kd": "skipped", "first_heavy": "evaluated"}
     assert again["generate"]["stage_status"] == "skipped"
     assert {m: (out / m / "train" / "summary.json").stat().st_mtime_ns for m in summary["modes"]} == trained
     assert (out / "vanilla_kd" / "evaluate" / "summary.json").stat().st_mtime_ns == evaluated
     assert again["modes"]["first_heavy"]["metrics"] == summary["modes"]["first_heavy"]["metrics"]  # greedy
 
-    third = _run(argv, capsys)
+    third, _ = _run(argv, capsys)
     assert {r["status"] for r in third["modes"].values()} == {"skipped"}
     assert third["modes"] == {m: {**r, "status": "skipped"} for m, r in again["modes"].items()}
 
     # one mode asked for: the mode an earlier run evaluated here stays in the summary and the report
-    one = _run([*argv[:1], "first_heavy", *argv[2:]], capsys)
+    one, _ = _run([*argv[:1], "first_heavy", *argv[2:]], capsys)
     assert {m: r["status"] for m, r in one["modes"].items()} == {"first_heavy": "skipped", "vanilla_kd": "earlier run"}
     assert one["modes"]["vanilla_kd"]["metrics"] == summary["modes"]["vanilla_kd"]["metrics"]
     table = (out / "ablation.md").read_text().split("## Reference", 1)[0]

@@ -9,9 +9,11 @@ Ray's metrics as ``ray_vllm_*`` series, beside the application's own."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from steper_ray.config import GeneratorConfig
 from steper_ray.reasoning.generators.protocol import Generation, GenRequest, failed
@@ -39,7 +41,7 @@ class AsyncVLLMGenerator:
             from vllm.v1.metrics.ray_wrappers import RayPrometheusStatLogger
 
             stat_loggers = [RayPrometheusStatLogger]
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, disable_log_stats=not metrics),
+        self.engine: Any = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, disable_log_stats=not metrics),
                                                 stat_loggers=stat_loggers)
         self.tokenizer = self.engine.get_tokenizer()
         self.max_model_len = cfg.max_model_len
@@ -70,4 +72,12 @@ class AsyncVLLMGenerator:
         return list(await asyncio.gather(*(self.generate_one(r) for r in requests)))
 
     def shutdown(self) -> None:
-        self.engine.shutdown()
+        """Stop the engine's core process and free the engine now. AsyncLLM also shuts itself
+        down in ``__del__``; left to interpreter exit, that runs after vLLM's module globals are
+        gone and prints a TypeError traceback."""
+        engine, self.engine = self.engine, None
+        if engine is None:
+            return
+        engine.shutdown()
+        del engine
+        gc.collect()
