@@ -8,6 +8,7 @@ closest valid name), so a user fixes a config in one edit rather than one error 
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 
@@ -59,6 +60,15 @@ class Section(BaseModel):
         if info.field_name in ("out", "run_dir") and isinstance(value, str) and not value.strip():
             raise ValueError("is blank; give a directory path" + ("" if info.field_name == "run_dir"
                                                                     else ", or null for the default"))
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _home_expanded(cls, value: Any) -> Any:
+        # `run_dir=~/runs` is one shell word, so the shell leaves its ~ alone: without this the
+        # run would write into a directory literally named "~"
+        if isinstance(value, str) and (value == "~" or value.startswith("~/")):
+            return os.path.expanduser(value)
         return value
 
 

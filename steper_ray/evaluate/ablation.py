@@ -124,6 +124,7 @@ def write_ablation_report(modes: dict[str, dict[str, Any]], setting: dict[str, A
     report, plot = out / "ablation.md", out / "ablation.png"
     report.write_text("\n".join(lines))
     table = {mode: row.get("metrics") or {} for mode, row in modes.items()}
-    plot_metrics(table, list(modes), datasets, plot, title="Loss ablation (this run; the paper's figures are in ablation.md)")
+    plot_metrics(table, list(modes), datasets, plot, title="Loss ablation (this run; the paper's figures are in ablation.md)",
+                 percent=True)
     log.info("ablation report %s, chart %s", report, plot)
     return {"report": str(report), "plot": str(plot)}

@@ -121,26 +121,29 @@ def compare_runs(run_dirs: list[str], out: Path, logs: Path | None = None) -> di
 
 
 def plot_metrics(table: dict[str, dict[str, dict[str, Any]]], labels: list[str], datasets: list[str], path: Path,
-                 title: str | None = None) -> None:
+                 title: str | None = None, percent: bool = False) -> None:
     """EM, F1 and Acc bars: one group per dataset, one bar per label; ``table[label][dataset]``
-    holds the metrics (fractions in [0, 1])."""
+    holds the metrics (fractions in [0, 1]). ``percent``: bars and axis in percent, as the
+    ablation's table next to the chart gives them (the comparison's table gives fractions)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    scale = 100.0 if percent else 1.0
     fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharey=True)
     width = 0.8 / max(len(labels), 1)
     x = np.arange(len(datasets))
     for ax, metric in zip(axes, ("em", "f1", "acc")):
         for i, label in enumerate(labels):
             vals = [(table[label].get(d) or {}).get(metric) for d in datasets]
-            vals = [v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0 for v in vals]
+            vals = [scale * v if isinstance(v, (int, float)) and not isinstance(v, bool) else 0.0 for v in vals]
             ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=label)
-        ax.set(title=metric.upper(), xticks=x, ylim=(0, 1))
+        ax.set(title=metric.upper(), xticks=x, ylim=(0, scale))
         ax.set_xticklabels(datasets, rotation=15)
         ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("percent" if percent else "fraction")
     axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)

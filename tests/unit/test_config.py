@@ -115,6 +115,15 @@ def test_blank_output_directories_are_refused() -> None:
     assert [p.split(":")[0] for p in err.value.problems] == ["run_dir", "train.out", "ablate.out"]
 
 
+def test_a_path_under_home_is_expanded() -> None:
+    # `run_dir=~/runs` reaches us unexpanded (one shell word): it must not make a directory named "~"
+    cfg = load_config(None, ["run_dir=~/runs/a", "ablate.out=~/abl", "data.dev=[{name: d, path: ~/dev.jsonl}]",
+                             "train.out=a~/b"])
+    home = Path.home()
+    assert (cfg.run_dir, cfg.ablate.out) == (str(home / "runs/a"), str(home / "abl"))
+    assert cfg.data.dev[0].path == str(home / "dev.jsonl") and cfg.train.out == "a~/b"
+
+
 def test_cross_field_rules() -> None:
     with pytest.raises(ConfigError, match="both set"):
         load_config(None, ["index.dataset=a.jsonl", "index.corpus=b.jsonl"])
