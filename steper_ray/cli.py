@@ -355,7 +355,10 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         summary = _staged(console, cfg, "tiny-model", run_tiny_model, cfg, args.out, args.dataset, args.corpus)
         _emit(console, summary, args.json, None if args.json else f"tiny model saved to {summary['out']}")
     elif args.command == "bench":
+        from steper_ray.bench.out_dir import bench_out_dir
+
         out = Path(args.out) if args.out else RunLayout(cfg).bench(args.which)
+        bench_out_dir(out, args.which, RunLayout(cfg).logs)  # before its log: a refusal writes nothing
         name = f"bench-{args.which}"
         if args.which == "retrieval":
             from steper_ray.bench.retrieval import run_retrieval_bench
@@ -459,6 +462,10 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     # (argparse would otherwise reject them), so collect the leftovers here.
     # `steper-ray --config x.yaml ablate` reads x.yaml as the command: say where options go
     at = next((i for i, a in enumerate(argv) if a in _commands(parser)), len(argv))
+    # `steper-ray pipeline --verbose` means what `steper-ray --verbose pipeline` does (no command has its own -v)
+    late = [a for a in argv[at + 1:] if a in ("-v", "--verbose")]
+    argv = [*late, *argv[:at + 1], *(a for a in argv[at + 1:] if a not in ("-v", "--verbose"))]
+    at += len(late)
     early = [a for a in argv[:at] if a not in ("-v", "--verbose")]
     if early and early[0].startswith("-") and not {"-h", "--help"} & set(early):
         command = argv[at] if at < len(argv) else "COMMAND"

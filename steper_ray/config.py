@@ -304,8 +304,26 @@ class RetrievalConfig(Section):
     k: int = Field(4, ge=1, le=100, description="Passages retrieved per query (per step).")
     recall_at: list[int] = Field(
         default_factory=lambda: [2, 4, 8, 10],
-        description="Cut-offs for recall@k of gold paragraphs in reports.",
+        description="Cut-offs for recall@k of gold paragraphs in reports: 1 to 1000 each, at least one.",
     )
+
+    @field_validator("recall_at", mode="before")
+    @classmethod
+    def _recall_cutoffs(cls, value: Any) -> Any:
+        if isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            raise ValueError("holds true/false; give whole numbers, e.g. [2, 4, 8, 10]")
+        return value
+
+    @field_validator("recall_at")
+    @classmethod
+    def _recall_cutoffs_in_range(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if not 1 <= v <= 1000]
+        if not value:
+            raise ValueError("is empty; give at least one cut-off from 1 to 1000, e.g. [2, 4, 8, 10]")
+        if bad:
+            shown = f"{bad} are" if len(bad) > 1 else f"{bad[0]} is"
+            raise ValueError(f"{shown} outside 1 to 1000; give cut-offs from 1 to 1000, e.g. [2, 4, 8, 10]")
+        return sorted(set(value))
 
 
 class ReasoningConfig(Section):

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from steper_ray.errors import UserError
 from steper_ray.generate.filter import reason_kind
 from steper_ray.layout import GenerateDir
+from steper_ray.summary import summary_command
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ EXAMPLE_SCHEMA = pa.schema([
 # What a teacher actor returns per question: the trace row and its examples (kept traces only).
 TEACHER_ROW_SCHEMA = TRACE_SCHEMA.append(pa.field("examples", pa.list_(pa.struct(list(EXAMPLE_SCHEMA)))))
 _PART = re.compile(r"^part-(\d+)-([0-9a-f]+)\.parquet$")
+_TMP = re.compile(r"^\.part-\d+-[0-9a-f]+\.parquet\.tmp$")  # _atomic_write's name for a part being written
 # Columns this store and training read from every part: a part without them is unusable.
 _REQUIRED = {"traces": ("question_id", "dataset", "kept", "drop_reason", "num_tokens"),
              "examples": ("id", "question_id", "task")}
@@ -98,9 +100,36 @@ def _pair_problem(traces: Path, examples: Path) -> str | None:
     return None
 
 
+def foreign_entries(out: Path) -> list[str]:
+    """What ``out`` holds that generation did not write (names, ``traces/x`` for one inside): its
+    parts and their temporary files in ``traces/`` and ``examples/``, ``damaged/``, and the
+    summary.json of a generate run. [] for an absent or empty directory."""
+    if not out.is_dir():
+        return [out.name] if out.exists() else []
+    others = []
+    for p in sorted(out.iterdir()):
+        if p.name in ("traces", "examples") and p.is_dir() and not p.is_symlink():
+            others += [f"{p.name}/{c.name}" for c in sorted(p.iterdir())
+                       if c.is_symlink() or not c.is_file() or not (_PART.match(c.name) or _TMP.match(c.name))]
+        elif not (p.name == "damaged" and p.is_dir() and not p.is_symlink()
+                  or p.name == "summary.json" and p.is_file() and summary_command(out) == "generate"):
+            others.append(p.name + ("/" if p.is_dir() else ""))
+    return others
+
+
 class PartStore:
     def __init__(self, out: str | Path):
+        """Open (or create) the generate directory ``out``. Raises UserError, nothing changed,
+        when ``out`` holds anything generation did not write (``foreign_entries``): resuming
+        removes what an interrupted run left, which must never be a user's file."""
         self.out = Path(out)
+        others = foreign_entries(self.out)
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            where = "is a file" if not self.out.is_dir() else f"holds other data ({shown})"
+            raise UserError(f"{self.out} {where}, not the traces and step examples generate writes; give "
+                            "generate.out (--out) a new or empty directory, or one an earlier generate run wrote "
+                            "(nothing was changed)")
         self.dirs = GenerateDir(self.out)
         self.traces = self.dirs.traces
         self.examples = self.dirs.examples
@@ -118,8 +147,8 @@ class PartStore:
         committed = {n for n in self._names(self.traces) if _PART.match(n)}
         for folder in (self.traces, self.examples):
             for name in self._names(folder):
-                orphan = folder is self.examples and name not in committed
-                if name.endswith(".tmp") or orphan:
+                orphan = folder is self.examples and _PART.match(name) and name not in committed
+                if _TMP.match(name) or orphan:
                     (folder / name).unlink()
                     removed += 1
         if removed:

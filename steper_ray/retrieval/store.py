@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from steper_ray import __version__
 from steper_ray.atomic_dir import atomic_dir, refuse_foreign
 from steper_ray.data.records import Passage
-from steper_ray.errors import IndexLoadError
+from steper_ray.errors import IndexLoadError, UserError
 from steper_ray.retrieval.protocol import Hit
 
 MANIFEST = "manifest.json"
@@ -120,12 +120,41 @@ def index_entries(root: Path) -> frozenset[str]:
     return INDEX_ENTRIES | listed
 
 
+def _unlisted_files(root: Path) -> list[str] | None:
+    """Files under ``root``'s directories that its manifest does not list (a shard's own
+    manifest and summary aside); None when ``root`` has no readable index manifest."""
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+        listed = set(manifest["files"])
+        manifest["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [p.relative_to(root).as_posix() for p in sorted(root.rglob("*"))
+            if p.parent != root and (p.is_symlink() or p.is_file())
+            and p.name not in (MANIFEST, "summary.json") and p.relative_to(root).as_posix() not in listed]
+
+
 def check_index_target(out: str | Path) -> None:
     """Raise UserError (nothing changed) when ``out`` holds anything but an index, e.g. a
     directory of other indexes or a user's files: building there would replace them. An
-    existing index (complete or not) is fine: a rebuild replaces it."""
-    own = index_entries(Path(out))
-    refuse_foreign(Path(out), lambda name: name in own, "an index")
+    existing index is fine (a rebuild replaces it): a directory with an index's manifest, whose
+    subdirectories hold only the files it lists. Names an index uses, without that manifest
+    (a user's ``summary.json`` or ``bm25s/``), are refused."""
+    out = Path(out)
+    own = index_entries(out)
+    refuse_foreign(out, lambda name: name in own, "an index")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    unlisted = _unlisted_files(out)
+    if unlisted is None:
+        shown = ", ".join(sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())[:5])
+        raise UserError(f"{out} holds other data ({shown}) and no {MANIFEST}, so it is not an index this "
+                        "command wrote; it would be replaced whole, so choose a new or empty directory "
+                        "(nothing was changed)")
+    if unlisted:
+        more = f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
+        raise UserError(f"{out} holds files its index does not list ({', '.join(unlisted[:5])}{more}); it would "
+                        "be replaced whole, so move them or choose a new or empty directory (nothing was changed)")
 
 
 @contextmanager

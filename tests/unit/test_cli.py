@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from steper_ray.cli import main
+from steper_ray.cli import _parse, build_parser, main
 
 
 def _last_json(out: str) -> dict:
@@ -146,6 +146,11 @@ def test_json_failure_is_the_last_line_of_stdout(tmp_path: Path, capsys: pytest.
         "command": "ablate", "status": "failed", "exit_code": 2,
         "error": "--config goes after the command, e.g. `steper-ray ablate --config x.yaml` (only "
                  "-v/--verbose comes before it)"}
+    # -v/--verbose after the command is taken as before it
+    for argv in (["pipeline", "--verbose", "run_dir=x"], ["-v", "pipeline", "run_dir=x"], ["pipeline", "run_dir=x", "-v"]):
+        args = _parse(build_parser(), argv)
+        assert (args.verbose, args.command, args.overrides) == (True, "pipeline", ["run_dir=x"])
+    assert _parse(build_parser(), ["pipeline"]).verbose is False
     # modes listed as separate words, not one comma-separated --modes value
     for argv in (["ablate", "steper", "uniform"], ["ablate", "--modes", "steper,", "uniform"]):
         with pytest.raises(SystemExit):

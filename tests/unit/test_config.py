@@ -124,6 +124,18 @@ def test_a_path_under_home_is_expanded() -> None:
     assert cfg.data.dev[0].path == str(home / "dev.jsonl") and cfg.train.out == "a~/b"
 
 
+def test_recall_cutoffs_are_checked() -> None:
+    # an empty or negative list used to pass here and crash the retrieval_eval stage
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["retrieval.recall_at=[]"])
+    assert "retrieval.recall_at: is empty; give at least one cut-off from 1 to 1000" in str(err.value)
+    with pytest.raises(ConfigError, match=r"\[-5, 0\] are outside 1 to 1000"):
+        load_config(None, ["retrieval.recall_at=[-5, 0, 4]"])
+    with pytest.raises(ConfigError, match="holds true/false"):
+        load_config(None, ["retrieval.recall_at=[true]"])
+    assert load_config(None, ["retrieval.recall_at=[10, 2, 2]"]).retrieval.recall_at == [2, 10]
+
+
 def test_cross_field_rules() -> None:
     with pytest.raises(ConfigError, match="both set"):
         load_config(None, ["index.dataset=a.jsonl", "index.corpus=b.jsonl"])

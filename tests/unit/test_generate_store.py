@@ -78,3 +78,30 @@ def test_a_part_that_cannot_be_moved_aside_is_a_user_error_naming_it(store: Part
     (store.out / "damaged").write_text("in the way")
     with pytest.raises(UserError, match=f"{victim.name} cannot be read .*delete .* and rerun"):
         store.quarantine_damaged()
+
+
+def test_a_directory_with_other_data_is_refused_untouched(tmp_path: Path) -> None:
+    # resuming removes half-written parts: it must never take a user's file for one
+    cases = {"notes": ("examples/notes.txt", "examples/notes.txt"), "draft": ("traces/draft.tmp", "traces/draft.tmp"),
+             "sub": ("examples/sub/x", "examples/sub"), "top": ("keep.txt", "keep.txt"),
+             "summary": ("summary.json", "summary.json")}
+    for name, (file, shown) in cases.items():
+        out = tmp_path / name
+        (out / file).parent.mkdir(parents=True, exist_ok=True)
+        (out / file).write_text('{"command": "index"}')
+        with pytest.raises(UserError, match=rf"holds other data \({shown}/?\), not the traces .*nothing was changed"):
+            PartStore(out)
+        assert (out / file).read_text() == '{"command": "index"}'
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        PartStore(tmp_path / "f")
+
+
+def test_a_generate_directory_is_reopened_and_its_leftovers_removed(store: PartStore) -> None:
+    (store.out / "summary.json").write_text('{"command": "generate"}')
+    (store.traces / ".part-00009-abc123.parquet.tmp").write_bytes(b"half")
+    orphan = store.examples / "part-00009-abc123.parquet"
+    orphan.write_bytes(_parts(store.examples)[0].read_bytes())  # an examples part without its traces part
+    again = PartStore(store.out)
+    assert again.recover() == 2 and not orphan.exists()
+    assert len(_parts(again.traces)) == 4 and again.quarantine_damaged() == []

@@ -176,6 +176,19 @@ def test_an_out_holding_other_data_is_refused_untouched(tmp_path: Path, capsys: 
     assert main(["index", "--dataset", "sample:musique/dev.jsonl", "--out", str(run / "index")]) == 2
     assert "holds other data (hotpotqa/)" in capsys.readouterr().err
     assert len(load_index(run / "index/hotpotqa")) == 500
+    # names an index uses are not enough: without its manifest, or with files it does not list, it is not ours
+    (tmp_path / "d1").mkdir()
+    (tmp_path / "d1/summary.json").write_text('{"mine": 1}')
+    (tmp_path / "d2/bm25s").mkdir(parents=True)
+    (tmp_path / "d2/bm25s/mydata.txt").write_text("x")
+    (run / "index/hotpotqa/bm25s/mydata.txt").write_text("x")
+    for d, said in (("d1", "holds other data (summary.json) and no manifest.json"),
+                    ("d2", "holds other data (bm25s/) and no manifest.json"),
+                    (str(run / "index/hotpotqa"), "holds files its index does not list (bm25s/mydata.txt)")):
+        assert main(["index", "--dataset", "sample:musique/dev.jsonl", "--out", str(tmp_path / d)]) == 2
+        assert said in capsys.readouterr().err
+    assert (tmp_path / "d1/summary.json").read_text() == '{"mine": 1}' and (tmp_path / "d2/bm25s/mydata.txt").is_file()
+    assert (run / "index/hotpotqa/bm25s/mydata.txt").is_file() and len(load_index(run / "index/hotpotqa")) == 500
 
 
 def test_an_out_that_is_a_file_is_refused_without_writing_a_log(

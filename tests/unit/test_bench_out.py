@@ -1,0 +1,51 @@
+"""A benchmark writes only into a new or empty directory or its own earlier output: never over a
+run directory's summary or a user's files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steper_ray.bench.out_dir import bench_out_dir
+from steper_ray.cli import main
+from steper_ray.errors import UserError
+
+
+def test_other_data_is_refused_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"command": "pipeline"}))
+    assert main(["bench", "index", "--out", str(run), f"run_dir={tmp_path / 'r'}"]) == 2
+    assert "holds other data (summary.json), not the index benchmark's results" in capsys.readouterr().err
+    assert json.loads((run / "summary.json").read_text()) == {"command": "pipeline"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written, no log either
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    with pytest.raises(UserError, match=r"holds other data \(keep.txt\)"):
+        bench_out_dir(mine, "training", None)
+    # another benchmark's results are not this one's to overwrite
+    serving = tmp_path / "serving"
+    (serving / "model").mkdir(parents=True)
+    (serving / "summary.json").write_text(json.dumps({"command": "bench serving"}))
+    with pytest.raises(UserError, match="holds other data"):
+        bench_out_dir(serving, "training", None)
+    assert bench_out_dir(serving, "serving", None) == serving
+
+
+def test_new_empty_own_and_interrupted_directories_are_accepted(tmp_path: Path) -> None:
+    assert bench_out_dir(tmp_path / "a" / "b", "index", None).is_dir()
+    done = tmp_path / "done"
+    (done / "model").mkdir(parents=True)
+    (done / "summary.json").write_text(json.dumps({"benchmark": "training"}))
+    assert bench_out_dir(done, "training", None) == done
+    cut = tmp_path / "cut"  # a run stopped before its summary: what it wrote, and its scratch
+    (cut / "model").mkdir(parents=True)
+    (cut / "examples.parquet").write_text("")
+    (cut / ".bench-index-x1").mkdir()
+    assert bench_out_dir(cut, "training", None) == cut
+    with pytest.raises(UserError, match="holds other data"):
+        bench_out_dir(cut, "serving", None)  # examples.parquet is not the serving benchmark's
