@@ -132,6 +132,12 @@ class DataConfig(Section):
         near = self.corpus.strip().lower()
         if near in CORPUS_SETTINGS and self.corpus != near:
             raise ValueError(f"data.corpus {self.corpus!r} is read as a file path; did you mean {near!r}?")
+        typo = difflib.get_close_matches(near, CORPUS_SETTINGS, n=1, cutoff=0.6)
+        if (self.corpus not in CORPUS_SETTINGS and typo and not self.corpus.startswith("sample:")
+                and not Path(self.corpus).expanduser().exists()):
+            # checked here, not when a stage first opens the file (after model checks, or never)
+            raise ValueError(f"data.corpus {self.corpus!r} is neither 'questions' nor 'pooled' nor an existing "
+                             f"file; did you mean {typo[0]!r}?")
         return self
 
     @model_validator(mode="after")

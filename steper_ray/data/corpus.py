@@ -285,6 +285,11 @@ class CorpusScan:
                                "(index.dataset), which takes its paragraphs" if questions else "")
                             + ("; its first line looks like a TSV header: name the file *.tsv (or *.tsv.gz)"
                                if not _is_tsv(file) and _tsv_header(file, source) else ""))
+        if len(self.bad) > self.count and not _is_tsv(file) and _tsv_header(file, source):
+            # a TSV under another name: read as JSON Lines, every row but a stray JSON one is bad
+            raise DataError(f"{source} looks like a TSV file (its first line is a TSV header) but is read as JSON "
+                            f"Lines by its name: {len(self.bad)} of {len(self.bad) + self.count} entries are bad; "
+                            "name the file *.tsv (or *.tsv.gz)")
         if self.bad or self.merged or self.same_text:
             log.warning("%s: %d passage(s); %d bad entr(y/ies) %s; %d identical entries without id "
                         "merged; %d passage(s) repeat another's text under their own id (kept)",

@@ -22,7 +22,8 @@ def resolve_data_path(spec: str | Path, what: str = "data file") -> Path:
     """A path as given, or a bundled sample; a missing file is a DataError naming the fix.
 
     ``what`` names the file in the message: a ``"corpus file"`` is not pointed to the bundled
-    dataset samples, which are questions, not passages.
+    dataset samples, which are questions, not passages; a ``"data.corpus file"`` is pointed to
+    the settings that need no file.
     """
     text = str(spec)
     if text.startswith(SAMPLE_PREFIX):
@@ -36,6 +37,7 @@ def resolve_data_path(spec: str | Path, what: str = "data file") -> Path:
     if path.is_dir():
         raise DataError(f"{path} is a directory; give a data file inside it")
     if not path.is_file():
-        hint = "" if what == "corpus file" else f" (or use a bundled sample such as {available_samples()[0]!r})"
+        hint = (" (or data.corpus=questions or data.corpus=pooled, which need no file)" if what == "data.corpus file"
+                else "" if what == "corpus file" else f" (or use a bundled sample such as {available_samples()[0]!r})")
         raise DataError(f"{what} {path} does not exist; check the path{hint}")
     return path

@@ -15,6 +15,7 @@ from typing import Any
 from steper_ray.commands.index import train_index
 from steper_ray.config import SteperConfig
 from steper_ray.data import read_dataset
+from steper_ray.data.paths import resolve_data_path
 from steper_ray.data.records import QuestionRecord
 from steper_ray.generate.stage import TeacherStage
 from steper_ray.generate.store import PartStore
@@ -77,6 +78,8 @@ def run_generate(cfg: SteperConfig, on_batch: Callable[[int, int], None] | None 
         demos, demo_info = plan_demos(cfg, [spec.name for spec in cfg.data.train])
         held_out = {qid for picked in demos.values() for qid in demo_ids(picked)}
         records = [r for r in records if r.id not in held_out]  # a demonstration is never generated
+    if cfg.data.corpus_file:  # a missing corpus file is refused before anything is written
+        resolve_data_path(cfg.data.corpus_file, "data.corpus file")
     store = PartStore(out)
     store.recover()
     repaired = store.quarantine_damaged()  # their questions are not done: generated again

@@ -259,3 +259,8 @@ def test_tsv_header_mistakes_are_named(tmp_path: Path) -> None:
     named.write_text("id\ttitle\ttext\n1\tAaron\tAaron is a prophet.\n")
     with pytest.raises(DataError, match="looks like a TSV header: name the file \\*.tsv"):
         read_corpus(named)
+    # one JSON row among the TSV rows used to give a one-passage index, exit 0, and no hint
+    named.write_text("id\ttitle\ttext\n1\tAaron\tAaron is a prophet.\n2\tBeta\tBeta words.\n"
+                     '{"title": "J", "text": "a JSON row"}\n')
+    with pytest.raises(DataError, match="looks like a TSV file .* 3 of 4 entries are bad; name the file \\*.tsv"):
+        read_corpus(named)

@@ -105,3 +105,14 @@ def test_a_generate_directory_is_reopened_and_its_leftovers_removed(store: PartS
     again = PartStore(store.out)
     assert again.recover() == 2 and not orphan.exists()
     assert len(_parts(again.traces)) == 4 and again.quarantine_damaged() == []
+
+
+def test_a_missing_corpus_file_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    from steper_ray.config import load_config
+    from steper_ray.errors import DataError
+    from steper_ray.generate.job import run_generate
+
+    cfg = load_config(None, [f"run_dir={tmp_path / 'run'}", f"data.corpus={tmp_path / 'nope.jsonl'}"])
+    with pytest.raises(DataError, match="data.corpus file .*nope.jsonl does not exist; check the path .*data.corpus=pooled"):
+        run_generate(cfg)
+    assert not (tmp_path / "run").exists()  # no empty traces/ and examples/ left behind
