@@ -1089,6 +1089,8 @@ def load_config(
         data = loaded
     tree, override_problems = parse_overrides(list(overrides or []))
     problems += override_problems
+    if overrides:  # a bad value may be the command line's, not the file's
+        source += " with command-line overrides"
     data = _merge(data, tree, problems)
     try:
         cfg = validate(model, data, source)

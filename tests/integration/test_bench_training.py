@@ -27,6 +27,9 @@ def test_bench_training_reports_throughput_and_padding(tmp_path: Path, tiny_mode
     assert summary["ratio_ray_over_plain"] > 0 and summary["steps_timed"] == 2
     # one Ray Train worker against the same worker body without Ray (framework overhead)
     assert summary["ratio_one_worker_over_plain"] > 0 and summary["ratio_one_worker_over_plain_torch"] > 0
+    target = summary["target"]
+    assert (target["field"], target["goal"]) == ("ratio_one_worker_over_plain", 0.9)
+    assert target["met"] == (summary["ratio_one_worker_over_plain"] >= 0.9)
     assert set(summary["wall_s_with_startup"]) == {"worker_body_without_ray", "worker_body_no_cluster_running",
                                                    "ray_train_1_worker", "ray_train_2_workers"}
     # the session's Ray was already up: no run without a cluster, so nothing to compare it with
