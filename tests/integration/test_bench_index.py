@@ -12,9 +12,13 @@ from steper_ray.cli import main
 @pytest.mark.usefixtures("ray_session")
 def test_bench_index_compares_the_encoder_pool_with_single_encoders(tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "corpus.jsonl").write_text("mine\n")  # a user's directory: refused, the file kept
+    assert main(["bench", "index", "--out", str(mine), "--json", "bench.index.passages=40"]) == 2
+    assert "holds other data (corpus.jsonl)" in capsys.readouterr().out
+    assert [p.name for p in mine.iterdir()] == ["corpus.jsonl"] and (mine / "corpus.jsonl").read_text() == "mine\n"
     out = tmp_path / "bench"
-    out.mkdir()
-    (out / "corpus.jsonl").write_text("mine\n")  # a user's file where the bench works: kept
     assert main(["bench", "index", "--out", str(out), "--json", "bench.index.passages=40",
                  "bench.index.part_passages=10"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -30,5 +34,4 @@ def test_bench_index_compares_the_encoder_pool_with_single_encoders(tmp_path: Pa
     assert summary["ratio_to_concurrent_plain_processes"] > 0 and summary["ratio_plain_ray_actors_to_plain_processes"] > 0
     assert all(0 < a["cpu_share"] <= 1.5 for a in summary["per_actor"])
     assert json.loads((out / "summary.json").read_text())["ratio"] == summary["ratio"]
-    assert sorted(p.name for p in out.iterdir()) == ["corpus.jsonl", "summary.json"]  # scratch removed
-    assert (out / "corpus.jsonl").read_text() == "mine\n"
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # scratch removed
