@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 
 from steper_ray.config import ABLATION_MODES, SteperConfig, load_config
 from steper_ray.console import LOG_FORMAT, Console, StageFailed, run_stage
-from steper_ray.errors import UserError
+from steper_ray.errors import ResumableInterrupt, UserError
 from steper_ray.layout import RunLayout
 
 log = logging.getLogger("steper_ray")
@@ -422,8 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(_failure_line(command, code, error))
         return code
 
-    def stopped_by_ctrl_c() -> int:
-        say("interrupted")
+    def stopped_by_ctrl_c(exc: BaseException | None = None) -> int:
+        # work a rerun resumes says where it is kept
+        say("interrupted" + (f"; {exc}" if isinstance(exc, ResumableInterrupt) and str(exc) else ""))
         return failed(130, "interrupted")
 
     try:
@@ -442,8 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         say(f"error: {exc}")
         return failed(2, str(exc))
-    except KeyboardInterrupt:
-        return stopped_by_ctrl_c()
+    except KeyboardInterrupt as exc:
+        return stopped_by_ctrl_c(exc)
     except Exception as exc:
         if interrupted.is_set():
             return stopped_by_ctrl_c()

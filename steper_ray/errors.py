@@ -18,6 +18,11 @@ class LossNotFinite(UserError):
     diverge. Raised on every rank alike, before the step is checkpointed."""
 
 
+class ResumableInterrupt(KeyboardInterrupt):
+    """Ctrl-C during work that a rerun of the same command resumes; its message says where the
+    finished work is kept (the CLI prints it after 'interrupted')."""
+
+
 def user_error_in(exc: BaseException) -> UserError | None:
     """The UserError that ``exc`` is or carries: itself, one in its cause/context chain, or one
     of a Ray Train ``WorkerGroupError``'s ``worker_failures`` (rank -> exception); else None."""

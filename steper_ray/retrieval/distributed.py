@@ -35,7 +35,7 @@ from steper_ray.atomic_dir import refuse_foreign
 from steper_ray.config import IndexConfig
 from steper_ray.data import CorpusScan
 from steper_ray.data.paths import resolve_data_path
-from steper_ray.errors import DataError, UserError
+from steper_ray.errors import DataError, ResumableInterrupt, UserError
 from steper_ray.progress import progress
 from steper_ray.retrieval.protocol import Retriever
 from steper_ray.retrieval.store import PassageTable
@@ -356,11 +356,14 @@ def build_distributed(corpus: str, cfg: IndexConfig, out: Path) -> tuple[Retriev
     work = work_dir(out)
     started_over = _prepare_work(work, _fingerprint(path, cfg))
     t0 = time.perf_counter()
+    resume = f"the parts done are kept in {work}; rerun the same command to resume"
     try:
         read = read_parts(corpus, cfg, work)
     except DataError:
         shutil.rmtree(work, ignore_errors=True)  # nothing usable was read: leave no empty work behind
         raise
+    except KeyboardInterrupt:
+        raise ResumableInterrupt(resume) from None
     read_s = time.perf_counter() - t0
     try:  # settings the corpus or the cluster cannot take are refused here, before any encoding
         table = _passage_table(work)
@@ -385,6 +388,8 @@ def build_distributed(corpus: str, cfg: IndexConfig, out: Path) -> tuple[Retriev
     except UserError as exc:
         raise type(exc)(f"{exc} (the {read['passages']} passages read are kept in {work}; the rerun with "
                         "fixed settings starts from them)") from None
+    except KeyboardInterrupt:
+        raise ResumableInterrupt(resume) from None
     parallel_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     if cfg.kind == "bm25":

@@ -264,3 +264,24 @@ def test_tsv_header_mistakes_are_named(tmp_path: Path) -> None:
                      '{"title": "J", "text": "a JSON row"}\n')
     with pytest.raises(DataError, match="looks like a TSV file .* 3 of 4 entries are bad; name the file \\*.tsv"):
         read_corpus(named)
+
+
+def test_ctrl_c_during_a_build_says_where_the_parts_are_kept_for_the_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from steper_ray import cli
+    from steper_ray.retrieval import distributed
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"title": f"T{i}", "text": f"passage {i} words"}) + "\n" for i in range(30)))
+
+    def stopped(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "_run_parts", stopped)  # Ctrl-C while the parts are tokenised
+    out = tmp_path / "ix"
+    assert cli.main(["index", "--corpus", str(corpus), "--kind", "bm25", "--out", str(out),
+                     f"run_dir={tmp_path / 'run'}", "index.distributed=true", "index.build.part_passages=100"]) == 130
+    work = distributed.work_dir(out)
+    assert (f"steper-ray index: interrupted; the parts done are kept in {work}; rerun the same command to resume"
+            in capsys.readouterr().err)
+    assert sorted(p.name for p in (work / "parts").iterdir()) == ["part-00000.parquet"] and not out.exists()
