@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -46,11 +46,20 @@ class Section(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic reads true as 1 for an int or float setting; a number is never meant as true/false
-        if isinstance(value, bool) and info.field_name is not None:
-            kinds = _leaf_types(cls.model_fields[info.field_name].annotation)
+        # pydantic reads true as 1 for an int or float setting (or list item); a number is never
+        # meant as true/false
+        if info.field_name is None:
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        if isinstance(value, bool):
+            kinds = _leaf_types(annotation)
             if bool not in kinds and kinds & {int, float}:
                 raise ValueError("is true/false; write a number")
+        elif isinstance(value, list) and any(isinstance(v, bool) for v in value):
+            items = set().union(*(_leaf_types(get_args(a)[0]) for a in (annotation, *get_args(annotation))
+                                  if get_origin(a) is list))
+            if bool not in items and items & {int, float}:
+                raise ValueError("holds true/false; write numbers")
         return value
 
     @field_validator("*", mode="after")
@@ -312,13 +321,6 @@ class RetrievalConfig(Section):
         default_factory=lambda: [2, 4, 8, 10],
         description="Cut-offs for recall@k of gold paragraphs in reports: 1 to 1000 each, at least one.",
     )
-
-    @field_validator("recall_at", mode="before")
-    @classmethod
-    def _recall_cutoffs(cls, value: Any) -> Any:
-        if isinstance(value, list) and any(isinstance(v, bool) for v in value):
-            raise ValueError("holds true/false; give whole numbers, e.g. [2, 4, 8, 10]")
-        return value
 
     @field_validator("recall_at")
     @classmethod

@@ -176,3 +176,8 @@ def test_true_or_false_is_not_a_number() -> None:
                            "index.distributed=true"])
     assert sorted(p.split(":")[0] for p in err.value.problems) == ["reasoning.num_demos", "train.epochs", "train.lr"]
     assert all("is true/false; write a number" in p for p in err.value.problems)
+    # the same inside a list of numbers
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["retrieval.recall_at=[2, true]", "bench.serving.concurrency=[false, 4]"])
+    assert sorted(p.split(":")[0] for p in err.value.problems) == ["bench.serving.concurrency", "retrieval.recall_at"]
+    assert all("holds true/false; write numbers" in p for p in err.value.problems)
