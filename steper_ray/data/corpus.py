@@ -276,6 +276,8 @@ class CorpusScan:
             self.bad.append(BadRecord(source, line, rid, error))
         if not self.count and not self.bad and _is_tsv(file):
             raise DataError(f"{source} holds no passages: its TSV header has no rows after it")
+        # a TSV under another name, read as JSON Lines: every row but a stray JSON one is bad
+        misnamed_tsv = len(self.bad) > self.count and not _is_tsv(file) and _tsv_header(file, source)
         if not self.count:
             first = "; ".join(f"line {b.line}: {b.reason}" for b in self.bad[:3])
             raise DataError(f"{source} holds no usable passages ({len(self.bad)} bad entries"
@@ -284,9 +286,8 @@ class CorpusScan:
                             + ("; its entries hold questions: a dataset file is indexed with --dataset "
                                "(index.dataset), which takes its paragraphs" if questions else "")
                             + ("; its first line looks like a TSV header: name the file *.tsv (or *.tsv.gz)"
-                               if not _is_tsv(file) and _tsv_header(file, source) else ""))
-        if len(self.bad) > self.count and not _is_tsv(file) and _tsv_header(file, source):
-            # a TSV under another name: read as JSON Lines, every row but a stray JSON one is bad
+                               if misnamed_tsv else ""))
+        if misnamed_tsv:
             raise DataError(f"{source} looks like a TSV file (its first line is a TSV header) but is read as JSON "
                             f"Lines by its name: {len(self.bad)} of {len(self.bad) + self.count} entries are bad; "
                             "name the file *.tsv (or *.tsv.gz)")
