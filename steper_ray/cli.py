@@ -357,8 +357,9 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     elif args.command == "bench":
         from steper_ray.bench.out_dir import bench_out_dir
 
-        out = Path(args.out) if args.out else RunLayout(cfg).bench(args.which)
-        bench_out_dir(out, args.which, RunLayout(cfg).logs)  # before its log: a refusal writes nothing
+        layout = RunLayout(cfg)
+        out = Path(args.out) if args.out else layout.bench(args.which)
+        bench_out_dir(out, args.which, layout.logs)  # before its log: a refusal writes nothing
         name = f"bench-{args.which}"
         if args.which == "retrieval":
             from steper_ray.bench.retrieval import run_retrieval_bench

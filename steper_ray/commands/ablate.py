@@ -268,9 +268,7 @@ def _teacher_traces(cfg: SteperConfig) -> tuple[dict[str, Any] | None, str]:
         return None, f"step examples from `{cfg.train.examples}`"
     from steper_ray.commands.pipeline import run_pipeline_stage
 
-    if not (RunLayout(cfg).stage_dir("generate") / "summary.json").is_file():
-        progress().relabel("generate")  # the teacher traces every mode trains on, made once
-    row, gen = run_pipeline_stage(cfg, "generate")
+    row, gen = run_pipeline_stage(cfg, "generate")  # the teacher traces every mode trains on, made once
     log.info("ablate: generate stage %s", row["status"])
     per_task = gen.get("examples_per_task") or {}
     model = f" `{gen['teacher_model']}`" if gen.get("teacher_model") else ""

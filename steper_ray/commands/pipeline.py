@@ -133,7 +133,8 @@ def run_pipeline_stage(cfg: SteperConfig, name: str,
     """One pipeline stage into its directory (the run layout's), skipped when its summary.json
     exists: (the stage's row for the stage table, its summary). With a ``console`` the stage
     shows one progress line and logs into ``<run_dir>/logs/<stage>.log``; a failure shows the
-    log's tail (StageFailed). Raises ``KeyError`` for a stage this config does not run."""
+    log's tail (StageFailed); without one, a stage that runs takes over the current progress line
+    under its own name. Raises ``KeyError`` for a stage this config does not run."""
     layout = RunLayout(cfg)
     fn = dict(pipeline_stages(cfg))[name]
     out = layout.stage_dir(name)
@@ -146,6 +147,8 @@ def run_pipeline_stage(cfg: SteperConfig, name: str,
         return {"stage": name, "status": "skipped", "seconds": result.get("seconds", 0.0)}, result
     log.info("stage %s: running", name)
     out.mkdir(parents=True, exist_ok=True)
+    if console is None:  # run inside another command's stage (ablate): its progress line, under this name
+        progress().relabel(name)
     t0 = time.perf_counter()
     result = run_stage(console, name, layout.log_file(name), fn, cfg, out)
     result["seconds"] = round(time.perf_counter() - t0, 3)
