@@ -126,8 +126,9 @@ def _unlisted_files(root: Path) -> list[str] | None:
     try:
         manifest = json.loads((root / MANIFEST).read_text())
         listed = set(manifest["files"])
-        manifest["kind"]
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if "kind" not in manifest:  # an index's manifest names its kind
         return None
     return [p.relative_to(root).as_posix() for p in sorted(root.rglob("*"))
             if p.parent != root and (p.is_symlink() or p.is_file())
