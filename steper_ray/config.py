@@ -774,7 +774,8 @@ class BenchServingConfig(Section):
         default_factory=lambda: [1, 4, 16], description="Concurrent clients, one measurement each."
     )
     requests_per_level: int = Field(
-        32, ge=4, description="Requests timed per concurrency level (at least the level's concurrency)."
+        32, ge=4, description="Questions per concurrency level, each asked once on each side (at least twice the "
+        "level's concurrency: above 1 the sides take turns over its two halves)."
     )
     max_steps: int = Field(3, ge=2, description="Reasoning steps per request.")
     max_tokens: int = Field(16, ge=1, description="Most tokens per step.")

@@ -1,0 +1,62 @@
+"""The serving benchmark's turn-taking between the in-process and HTTP sides, and the overhead
+it derives; fake askers stand in for both sides."""
+
+from __future__ import annotations
+
+import asyncio
+
+from steper_ray.bench.serving import Timed, interleaved, overhead, paired_p50_ms
+
+
+def _asker(log: list[tuple[str, str]], side: str, delay_s: float, fail: set[str] = frozenset()):  # type: ignore[assignment]
+    async def ask(q: str) -> int | None:
+        log.append((side, q))
+        await asyncio.sleep(delay_s)
+        return None if q in fail else 3
+    return ask
+
+
+def test_concurrency_one_alternates_which_side_goes_first_and_pairs_each_question() -> None:
+    log: list[tuple[str, str]] = []
+    qs = ["q0", "q1", "q2", "q3"]
+    a, b = asyncio.run(interleaved(_asker(log, "in", 0.0), _asker(log, "http", 0.02), qs, 1))
+    assert log == [("in", "q0"), ("http", "q0"), ("http", "q1"), ("in", "q1"),
+                   ("in", "q2"), ("http", "q2"), ("http", "q3"), ("in", "q3")]
+    assert sorted(a.latency_ms) == sorted(b.latency_ms) == [0, 1, 2, 3]
+    assert a.tokens == b.tokens == 12 and a.failed == b.failed == 0
+    paired = paired_p50_ms(a, b)
+    assert paired is not None and 15 <= paired <= 200  # each HTTP request waited 20 ms more
+    assert b.summary()["requests"] == 4 and b.summary()["requests_per_s"] > 0
+
+
+def test_higher_concurrency_takes_turns_over_two_halves_abba() -> None:
+    log: list[tuple[str, str]] = []
+    qs = [f"q{i}" for i in range(8)]
+    a, b = asyncio.run(interleaved(_asker(log, "in", 0.0), _asker(log, "http", 0.0), qs, 2))
+    sides = [side for side, _ in log]
+    assert sides == ["in"] * 4 + ["http"] * 8 + ["in"] * 4
+    assert [q for side, q in log if side == "in"] == qs and [q for side, q in log if side == "http"] == qs
+    assert sorted(a.latency_ms) == sorted(b.latency_ms) == list(range(8))
+
+
+def test_failed_requests_are_counted_and_left_out_of_the_pairs() -> None:
+    log: list[tuple[str, str]] = []
+    a, b = asyncio.run(interleaved(_asker(log, "in", 0.0), _asker(log, "http", 0.0, {"q1"}), ["q0", "q1", "q2"], 1))
+    assert b.failed == 1 and sorted(b.latency_ms) == [0, 2] and sorted(a.latency_ms) == [0, 1, 2]
+    assert paired_p50_ms(a, b) is not None
+    assert paired_p50_ms(Timed(latency_ms={0: 1.0}), Timed(latency_ms={0: 2.0})) is None  # one pair is no median
+
+
+def test_overhead_checks_the_per_request_p50_at_one_and_the_ratio_from_four() -> None:
+    inproc = Timed(latency_ms={0: 100.0, 1: 200.0, 2: 300.0}, tokens=30, wall_s=0.6)
+    http = Timed(latency_ms={0: 130.0, 1: 260.0, 2: 310.0}, tokens=30, wall_s=0.65)
+    one = overhead(1, inproc, http)
+    assert one["per_request_p50_overhead_ms"] == 30.0 and one["p50_overhead_ms"] == 60.0
+    assert one["target"] == {"per_request_p50_overhead_ms_max": 50.0, "met": True}
+    four = overhead(4, inproc, http)
+    assert four["overhead_ratio"] == round(5.0 / round(3 / 0.65, 3), 3)
+    assert four["target"] == {"throughput_ratio_max": 1.10, "met": True} and "per_request_p50_overhead_ms" not in four
+    slow = Timed(latency_ms={0: 400.0, 1: 500.0, 2: 600.0}, wall_s=1.5)
+    assert overhead(1, inproc, slow)["target"]["met"] is False
+    assert overhead(4, inproc, slow)["target"]["met"] is False
+    assert overhead(3, inproc, slow)["target"] == {}
