@@ -130,11 +130,13 @@ def paired_p50_ms(inproc: Timed, http: Timed) -> float | None:
 
 
 def _in_process_engine(cfg: SteperConfig, gen_cfg: GeneratorConfig, concurrency: int) -> Any:
-    """The engine as the reasoner deployment holds it; built inside the event loop it serves."""
+    """The engine as the reasoner deployment holds it (vLLM's with its statistics exported, as
+    the replica exports them: they cost the engine time on every step, which is the engine's
+    setting, not the request path's); built inside the event loop it serves."""
     if gen_cfg.kind == "vllm":
         from steper_ray.reasoning.generators.vllm_async import AsyncVLLMGenerator
 
-        return AsyncVLLMGenerator(gen_cfg)
+        return AsyncVLLMGenerator(gen_cfg, metrics=True)
     from steper_ray.reasoning.generators.batching import BatchingGenerator
     from steper_ray.reasoning.generators.factory import build_generator
 
