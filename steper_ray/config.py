@@ -771,8 +771,22 @@ class BenchServingConfig(Section):
         "hf", description="Engine on both sides: 'hf' (transformers, dynamic batching) or 'vllm' (its async engine)."
     )
     concurrency: list[int] = Field(
-        default_factory=lambda: [1, 4, 16], description="Concurrent clients, one measurement each."
+        default_factory=lambda: [1, 4, 16], description="Concurrent clients, one measurement each: distinct levels of at least 1."
     )
+    @field_validator("concurrency")
+    @classmethod
+    def _levels_distinct_and_positive(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("is empty; give at least one level of concurrent clients, e.g. [1, 4, 16]")
+        bad = [c for c in value if c < 1]
+        if bad:
+            raise ValueError(f"{', '.join(map(str, bad))} below 1; each level is a number of concurrent clients, "
+                             "e.g. [1, 4, 16]")
+        twice = sorted({c for c in value if value.count(c) > 1})
+        if twice:
+            raise ValueError(f"{', '.join(map(str, twice))} given more than once; give each level once, e.g. [1, 4, 16]")
+        return value
+
     requests_per_level: int = Field(
         32, ge=4, description="Questions per concurrency level, each asked once on each side (at least twice the "
         "level's concurrency: above 1 the sides take turns over its two halves)."

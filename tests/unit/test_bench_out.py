@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from steper_ray.bench.out_dir import bench_out_dir
+from steper_ray.bench.out_dir import MARKER, bench_out_dir
 from steper_ray.cli import main
 from steper_ray.errors import UserError
 
@@ -42,10 +42,26 @@ def test_new_empty_own_and_interrupted_directories_are_accepted(tmp_path: Path) 
     (done / "model").mkdir(parents=True)
     (done / "summary.json").write_text(json.dumps({"benchmark": "training"}))
     assert bench_out_dir(done, "training", None) == done
-    cut = tmp_path / "cut"  # a run stopped before its summary: what it wrote, and its scratch
+    assert (done / MARKER).read_text() == "training\n"
+    cut = tmp_path / "cut"  # a run stopped before its summary: its marker, what it wrote, and its scratch
     (cut / "model").mkdir(parents=True)
     (cut / "examples.parquet").write_text("")
     (cut / ".bench-index-x1").mkdir()
+    (cut / MARKER).write_text("training\n")
     assert bench_out_dir(cut, "training", None) == cut
     with pytest.raises(UserError, match="holds other data"):
         bench_out_dir(cut, "serving", None)  # examples.parquet is not the serving benchmark's
+
+
+def test_entries_named_like_a_benchmarks_are_not_its_own_without_its_marker(tmp_path: Path) -> None:
+    user = tmp_path / "user"  # a user's index and model, the names the serving benchmark writes
+    (user / "index").mkdir(parents=True)
+    (user / "index" / "manifest.json").write_text("{}")
+    (user / "model").mkdir()
+    (user / "model" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=r"holds other data \(index/, model/\)"):
+        bench_out_dir(user, "serving", None)
+    assert sorted(p.name for p in user.iterdir()) == ["index", "model"]  # untouched, no marker added
+    (user / MARKER).write_text("generation\n")  # another benchmark's interrupted run
+    with pytest.raises(UserError, match="holds other data"):
+        bench_out_dir(user, "serving", None)

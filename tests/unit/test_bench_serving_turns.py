@@ -4,6 +4,9 @@ it derives; fake askers stand in for both sides."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+
+import pytest
 
 from steper_ray.bench.serving import Timed, interleaved, overhead, paired_p50_ms
 
@@ -60,3 +63,20 @@ def test_overhead_checks_the_per_request_p50_at_one_and_the_ratio_from_four() ->
     assert overhead(1, inproc, slow)["target"]["met"] is False
     assert overhead(4, inproc, slow)["target"]["met"] is False
     assert overhead(3, inproc, slow)["target"] == {}
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_bad_model_or_a_reasoner_larger_than_the_machine_is_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steper_ray import ray_session
+    from steper_ray.bench.serving import run_serving_bench
+    from steper_ray.config import load_config
+    from steper_ray.errors import UserError
+
+    out = tmp_path / "bench"
+    with pytest.raises(UserError, match=r"bench.serving.model \(--model\): '/no/such/model' does not exist"):
+        run_serving_bench(load_config(None, ["bench.serving.model=/no/such/model"]), out)
+    monkeypatch.setattr(ray_session, "_started", True)  # a Ray this process started: no node will be added
+    with pytest.raises(UserError, match=r"needs 64 CPU.*lower bench.serving.reasoner_cpus"):
+        run_serving_bench(load_config(None, ["bench.serving.reasoner_cpus=64"]), out)
+    assert not out.exists()

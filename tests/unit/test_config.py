@@ -181,3 +181,17 @@ def test_true_or_false_is_not_a_number() -> None:
         load_config(None, ["retrieval.recall_at=[2, true]", "bench.serving.concurrency=[false, 4]"])
     assert sorted(p.split(":")[0] for p in err.value.problems) == ["bench.serving.concurrency", "retrieval.recall_at"]
     assert all("holds true/false; write numbers" in p for p in err.value.problems)
+
+
+@pytest.mark.parametrize(("levels", "expected"), [
+    ("[]", "is empty; give at least one level"),
+    ("[0, 4]", "0 below 1"),
+    ("[-1, 4]", "-1 below 1"),
+    ("[3, 3]", "3 given more than once"),
+])
+def test_serving_bench_levels_are_distinct_positive_and_given(levels: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"bench.serving.concurrency={levels}"])
+    assert len(err.value.problems) == 1 and err.value.problems[0].startswith("bench.serving.concurrency:")
+    assert expected in err.value.problems[0]
+    assert load_config(None, ["bench.serving.concurrency=[16, 1]"]).bench.serving.concurrency == [16, 1]
