@@ -34,4 +34,4 @@ def test_bench_index_compares_the_encoder_pool_with_single_encoders(tmp_path: Pa
     assert summary["ratio_to_concurrent_plain_processes"] > 0 and summary["ratio_plain_ray_actors_to_plain_processes"] > 0
     assert all(0 < a["cpu_share"] <= 1.5 for a in summary["per_actor"])
     assert json.loads((out / "summary.json").read_text())["ratio"] == summary["ratio"]
-    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]  # scratch removed
+    assert sorted(p.name for p in out.iterdir()) == [".steper-bench", "summary.json"]  # its marker; scratch removed
