@@ -661,7 +661,18 @@ class ServeConfig(Section):
     host: str = Field("127.0.0.1", description="HTTP bind address ('0.0.0.0' to listen on every interface).")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     app_name: str = Field("steper", description="Serve application name.")
-    route_prefix: str = Field("/", description="URL prefix of the application.")
+    route_prefix: str = Field("/", description="URL prefix of the application: '/' or a path such as '/steper' "
+                              "(a leading '/', no trailing one).")
+
+    @field_validator("route_prefix")
+    @classmethod
+    def _serve_route_prefix(cls, value: str) -> str:
+        # Ray Serve's own rules, checked here so a bad prefix is a config error, not a traceback at start
+        if not value.startswith("/") or (value != "/" and value.endswith("/")) or any(c in value for c in "{}?# "):
+            raise ValueError("must start with '/' and not end with one (other than '/' itself), without '{', '}', "
+                             "'?', '#' or spaces; e.g. '/' or '/steper'")
+        return value
+
     model: GeneratorConfig | None = Field(
         None,
         description="The served student; None: transformers (hf) on <run_dir>/train/model. "

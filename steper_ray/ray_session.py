@@ -22,6 +22,12 @@ def ensure_ray() -> None:
         _started = True
 
 
+def started_here() -> bool:
+    """Whether the Ray this process uses is one ``ensure_ray`` started (a fresh local one: no
+    Serve proxy, no autoscaler) rather than a cluster it connected to."""
+    return _started
+
+
 def check_fits(what: str, num_cpus: float, num_gpus: float, settings: str) -> None:
     """Make sure one actor of ``num_cpus`` CPUs and ``num_gpus`` GPUs fits some node, before a
     job waits for it (Ray queues a request no node can meet forever, silently).

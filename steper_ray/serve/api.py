@@ -123,7 +123,7 @@ def _openai_problem(errors: list[dict[str, Any]], limits: Limits, model_name: st
     if field in UNSUPPORTED and kind != "missing":
         return ApiError(400, f"{field}: {UNSUPPORTED[field]}", field, "unsupported_parameter")
     if kind == "extra_forbidden":
-        return ApiError(400, f"unrecognized request argument supplied: {field}", field, "unknown_parameter")
+        return ApiError(400, f"unrecognized request argument supplied: {path}", path, "unknown_parameter")
     text = "; ".join(f"{p}: {m}" for p, m, _, _ in found)
     return ApiError(400, f"invalid request: {text}", path, "invalid_value")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -92,16 +93,36 @@ def app_builder(args: dict[str, Any]) -> Any:
     return build_app(load_config(args.get("config"), list(args.get("overrides") or [])))
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Raise UserError when this machine cannot listen on ``host``:``port`` (a name that does not
+    resolve, an address it does not have, a port in use): Ray Serve's proxy would otherwise fail
+    seconds later with a traceback. Only meaningful before a Serve proxy of ours holds the port."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UserError(f"serve.host {host!r} is not an address of this machine ({exc}); set serve.host to one, "
+                        "e.g. 127.0.0.1 or 0.0.0.0 (every interface)") from None
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the proxy's server does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); set serve.port (--port) to a "
+                            "free port, or stop what holds this one") from None
+
+
 def run_serve(cfg: SteperConfig, block: bool = True, announce: Callable[[str], None] = print) -> dict[str, Any]:
     """Start (or update) the application on the connected Ray cluster and, with ``block``,
     keep it up until Ctrl-C / SIGTERM; ``announce`` shows the one line saying where it listens."""
     from ray import serve
 
-    from steper_ray.ray_session import ensure_ray
+    from steper_ray.ray_session import ensure_ray, started_here
 
     app = build_app(cfg)
     ensure_ray()
     s = cfg.serve
+    if started_here():  # a fresh local Ray: no proxy of ours can hold the port yet
+        check_can_listen(s.host, s.port)
     serve.start(http_options={"host": s.host, "port": s.port})
     serve.run(app, name=s.app_name, route_prefix=s.route_prefix)
     url = f"http://{s.host}:{s.port}{s.route_prefix.rstrip('/')}"

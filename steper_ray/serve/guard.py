@@ -108,6 +108,6 @@ class RequestGuard:
         await self.app(scope, replay, send)
 
     def _too_large(self, size: int | None) -> ApiError:
-        what = f"{size} bytes" if size is not None else "more"
-        return ApiError(413, f"the request body is {what}, over the limit of {self.max_body_bytes} bytes "
+        what = f"is {size} bytes" if size is not None else "goes on"
+        return ApiError(413, f"the request body {what}, over the limit of {self.max_body_bytes} bytes "
                              "(serve.max_body_bytes)", None, "request_too_large")

@@ -98,9 +98,12 @@ def chat_request_model(limits: Limits, model_name: str) -> type[BaseModel]:
                  Field(description=f"The question: text of 1 to {limits.max_question_chars} characters, "
                                    "not all whitespace (or one text part holding it).")),
         name=(str | None, Field(None, description="Accepted and not used.")))
+    # an earlier answer comes back as the SDK returned it (refusal, tool_calls, annotations, this
+    # server's reasoning_content ...): any further field is accepted and not used
     assistant = create_model(
-        "AssistantMessage", __config__=STRICT,
-        role=(Literal["assistant"], Field(description="An earlier answer; accepted and not used.")),
+        "AssistantMessage", __config__=ConfigDict(extra="allow", regex_engine="python-re"),
+        role=(Literal["assistant"], Field(description="An earlier answer; accepted and not used, with any "
+                                                      "further fields it carries.")),
         content=(str | list[TextPart] | None, Field(None, description="Text, or text parts.")),
         name=(str | None, Field(None, description="Accepted and not used.")))
     message = Annotated[system | user | assistant, Field(discriminator="role")]  # type: ignore[valid-type]

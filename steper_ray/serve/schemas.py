@@ -116,8 +116,9 @@ class AnswerResponse(BaseModel):
     answer: str | None = Field(description="The final answer; null when the model never gave one.")
     steps: list[StepOut] = Field(description="Every step, in order.")
     latency_ms: float = Field(description="Time the server spent on the request.")
-    error: str | None = Field(None, description="Why no answer was produced (e.g. an over-long prompt, or "
-                                                "output that stayed unusable after the retries).")
+    error: str | None = Field(None, description="Why no answer was produced (e.g. an over-long prompt, "
+                                                "output that stayed unusable after the retries, or steps that ran "
+                                                "out before the answer marker); null with an answer.")
     usage: Usage = Field(description="Token counts.")
 
 

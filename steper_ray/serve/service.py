@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from steper_ray.config import ReasoningConfig
 from steper_ray.reasoning.async_loop import AsyncGenerator, AsyncRetriever, LoopStats, drive
+from steper_ray.reasoning.answer import ANSWER_MARKER
 from steper_ray.reasoning.generators.protocol import Generation, Generator, GenRequest, Sampling
 from steper_ray.reasoning.loop import Question, StepRecord, Trace
 from steper_ray.reasoning.prompts import PromptBuilder
@@ -111,12 +112,20 @@ def step_dict(step: StepRecord, titles: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _no_answer(trace: Trace) -> str | None:
+    """Why a trace that ended without an error or failure has no answer (None when it has one):
+    the steps ran out before the model closed one with the answer marker."""
+    if trace.answer is not None:
+        return None
+    return f"no answer after {len(trace.steps)} steps: the model never closed a step with {ANSWER_MARKER!r}"
+
+
 def _answer_event(trace: Trace, titles: dict[str, str], stats: LoopStats, t0: float) -> dict[str, Any]:
     return {"event": "answer", "data": {
         "answer": trace.answer,
         "steps": [step_dict(s, titles) for s in trace.steps],
         "latency_ms": round((time.perf_counter() - t0) * 1000, 1),
-        "error": trace.error or trace.failure,
+        "error": trace.error or trace.failure or _no_answer(trace),
         "usage": {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
                   "total_tokens": stats.prompt_tokens + stats.completion_tokens},
     }}

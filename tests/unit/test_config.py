@@ -195,3 +195,11 @@ def test_serving_bench_levels_are_distinct_positive_and_given(levels: str, expec
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith("bench.serving.concurrency:")
     assert expected in err.value.problems[0]
     assert load_config(None, ["bench.serving.concurrency=[16, 1]"]).bench.serving.concurrency == [16, 1]
+
+
+@pytest.mark.parametrize("prefix", ["v1", "/api/", "/a{b}", "/a b"])
+def test_a_route_prefix_serve_would_refuse_is_a_config_error(prefix: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [f"serve.route_prefix={prefix}"])
+    assert err.value.problems[0].startswith("serve.route_prefix: must start with '/'")
+    assert load_config(None, ["serve.route_prefix=/steper"]).serve.route_prefix == "/steper"

@@ -147,3 +147,13 @@ def test_a_deadline_ends_the_stream_with_an_error_event() -> None:
         "kind": "timeout", "message": "the request ran past its time limit of 0.05 s"}}]
     assert failure_of(ServiceUnavailable("down"), 1.0) == {"kind": "unavailable", "message": "down"}
     assert failure_of(KeyError("x"), 1.0)["kind"] == "internal"
+
+
+def test_an_answer_without_the_marker_says_why_there_is_none() -> None:
+    class NeverAnswers:
+        def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
+            return [Generation(f"Fact {r.step}.", 3) for r in requests]
+
+    final = AnswerService(_Retriever(), NeverAnswers()).answer("Capital of Norway?", 3, 2)
+    assert final["answer"] is None and len(final["steps"]) == 3
+    assert final["error"] == "no answer after 3 steps: the model never closed a step with 'So the answer is:'"

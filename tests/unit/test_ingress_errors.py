@@ -63,3 +63,20 @@ def test_a_reasoner_that_refuses_work_is_unavailable_not_a_bug() -> None:
     assert _handle_failure(ActorDiedError(), 1.0)["kind"] == "unavailable"
     assert _handle_failure(TimeoutError(), 1.0)["kind"] == "timeout"
     assert _handle_failure(KeyError("x"), 1.0)["kind"] == "internal"
+
+
+def test_serve_refuses_a_port_in_use_and_a_host_that_is_not_this_machines() -> None:
+    import socket
+
+    from steper_ray.errors import UserError
+    from steper_ray.serve.app import check_can_listen
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(UserError, match=rf"cannot listen on 127.0.0.1:{port} .*set serve.port \(--port\)"):
+            check_can_listen("127.0.0.1", port)
+    check_can_listen("127.0.0.1", port)  # free again
+    with pytest.raises(UserError, match=r"serve.host 'not_a_host!!' is not an address of this machine"):
+        check_can_listen("not_a_host!!", 8000)

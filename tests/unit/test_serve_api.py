@@ -295,6 +295,10 @@ def test_fields_the_loop_cannot_honour_are_400_naming_the_field(client: TestClie
     ({"model": MODEL, "messages": [{"role": "user", "content": "q"}], "colour": "red"}, 400, "colour",
      "unrecognized request argument"),
     ({"messages": [{"role": "user", "content": "q"}]}, 400, "model", "Field required"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "q"}], "stream_options": {"foo": 1}}, 400,
+     "stream_options.foo", "unrecognized request argument supplied: stream_options.foo"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "q", "colour": "red"}]}, 400, "messages.0.colour",
+     "unrecognized request argument supplied: messages.0.colour"),
 ])
 def test_openai_errors_keep_openai_shape(client: TestClient, body: dict[str, Any], status: int, param: str,
                                          text: str) -> None:
@@ -303,6 +307,16 @@ def test_openai_errors_keep_openai_shape(client: TestClient, body: dict[str, Any
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["param"] == param and text in error["message"], error
+
+
+def test_an_earlier_answer_is_accepted_as_the_sdk_returns_it(client: TestClient, backend: FakeBackend) -> None:
+    first = client.post("/v1/chat/completions", headers=AUTH, json=_chat()).json()["choices"][0]["message"]
+    assert "reasoning_content" in first
+    r = client.post("/v1/chat/completions", headers=AUTH, json={"model": MODEL, "messages": [
+        {"role": "user", "content": "First?"}, {**first, "tool_calls": None, "refusal": None, "annotations": []},
+        {"role": "user", "content": "And Sweden?"}]})
+    assert r.status_code == 200, r.text
+    assert backend.calls[-1][0] == "And Sweden?"
 
 
 def test_models_lists_the_served_model(client: TestClient) -> None:
