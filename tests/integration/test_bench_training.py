@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from steper_ray.bench.out_dir import MARKER
 from steper_ray.cli import main
 
 
@@ -15,7 +16,9 @@ def test_bench_training_reports_throughput_and_padding(tmp_path: Path, tiny_mode
     import shutil
 
     out = tmp_path / "bench"
-    shutil.copytree(tiny_model_dir, out / "model")  # reuse the session's tiny model
+    # reuse the session's tiny model, as a rerun reuses the one an earlier run of the benchmark built
+    shutil.copytree(tiny_model_dir, out / "model")
+    (out / MARKER).write_text("training\n")
     assert main(["bench", "training", "--out", str(out), "--json", "bench.training.steps=4"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["examples"] > 100 and summary["examples_encoded"] == summary["examples"]
