@@ -784,6 +784,7 @@ class BenchServingConfig(Section):
     concurrency: list[int] = Field(
         default_factory=lambda: [1, 4, 16], description="Concurrent clients, one measurement each: distinct levels of at least 1."
     )
+
     @field_validator("concurrency")
     @classmethod
     def _levels_distinct_and_positive(cls, value: list[int]) -> list[int]:

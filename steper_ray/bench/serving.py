@@ -246,7 +246,6 @@ def run_serving_bench(cfg: SteperConfig, out: Path) -> dict[str, Any]:
     k = b.k or cfg.retrieval.k
 
     # the Serve application on the local Ray (Serve's own proxy if one is running)
-    ensure_ray()
     started = not serve.status().proxies
     if started:
         port = _free_port()
