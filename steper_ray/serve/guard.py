@@ -5,7 +5,9 @@
    the token gets 401 whatever its body;
 2. the body-size limit: a ``Content-Length`` over ``max_body_bytes`` is refused at once, a body
    that grows past it while being read is cut off there: 413;
-3. a JSON body that is not valid UTF-8 (RFC 8259): 400.
+3. a JSON body that is not valid UTF-8, or not JSON as RFC 8259 has it: 400. Python's own
+   reader (FastAPI's) takes ``NaN`` and ``Infinity``, and a body nested past its recursion
+   limit gets FastAPI's generic parse error; both are refused here as invalid JSON instead.
 
 The body read here is handed on to the app as it came. Errors take the route's shape
 (``steper_ray.serve.errors``).
@@ -14,11 +16,12 @@ The body read here is handed on to the app as it came. Errors take the route's s
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from steper_ray.serve.errors import ApiError, error_response
+from steper_ray.serve.errors import ApiError, error_response, not_json_error
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,24 @@ def is_json_content_type(value: str) -> bool:
     return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
 
 
+def json_problem(text: str) -> str | None:
+    """Why ``text`` is not one JSON value as RFC 8259 defines it (None: it is one), e.g.
+    "Expecting value at line 1 column 5", "NaN is not a JSON number", "nested too deeply"."""
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        json.loads(text, parse_constant=constant)
+    except json.JSONDecodeError as exc:
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    except RecursionError:
+        return "nested too deeply"
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def bearer_ok(header: str, token: str) -> bool:
     """Whether an Authorization header value carries ``token`` with the Bearer scheme (any case)."""
     scheme, _, credentials = header.strip().partition(" ")
@@ -49,9 +70,13 @@ def bearer_ok(header: str, token: str) -> bool:
 
 
 class RequestGuard:
+    """The middleware above around ``app``: ``token`` the bearer token (None: auth off),
+    ``max_body_bytes`` the body limit, ``model_name`` the served model (for the example body
+    in an invalid-JSON error)."""
+
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], token: str | None,
-                 max_body_bytes: int):
-        self.app, self.token, self.max_body_bytes = app, token, max_body_bytes
+                 max_body_bytes: int, model_name: str):
+        self.app, self.token, self.max_body_bytes, self.model_name = app, token, max_body_bytes, model_name
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, err: ApiError) -> None:
         await error_response(scope.get("path", ""), err)(scope, receive, send)
@@ -90,11 +115,16 @@ class RequestGuard:
                 return
         if is_json_content_type(headers.get("content-type", "")):
             try:
-                body.decode("utf-8")
+                text = body.decode("utf-8")
             except UnicodeDecodeError as exc:
                 await self._refuse(scope, receive, send, ApiError(
                     400, f"the request body is not valid UTF-8 (byte {exc.start}); JSON must be sent as UTF-8",
                     None, "invalid_encoding"))
+                return
+            # parsed twice (here, then by FastAPI): at most max_body_bytes, microseconds next to a step;
+            # an empty body is left to FastAPI, which says the body is missing
+            if text.strip() and (reason := json_problem(text)) is not None:
+                await self._refuse(scope, receive, send, not_json_error(relative_path(scope), self.model_name, reason))
                 return
         replayed = False
 

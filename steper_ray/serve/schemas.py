@@ -150,12 +150,15 @@ def field_path(loc: tuple[Any, ...]) -> str:
 
 
 def problems(errors: list[dict[str, Any]], limits: Limits) -> list[tuple[str, str, str, Any]]:
-    """(field path, message, pydantic error type, input) per field at fault: for a union, the
-    first member's error only."""
+    """(field path, message, pydantic error type, input) per field at fault: for a union, one
+    member's error, the first that is not a type mismatch if any (a list of two text parts is
+    told it holds too many parts, not that it is no string)."""
     out: dict[str, tuple[str, str, str, Any]] = {}
     for e in errors:
         path, message = problem(e, limits)
-        out.setdefault(path, (path, message, str(e.get("type")), e.get("input")))
+        kind = str(e.get("type"))
+        if path not in out or (out[path][2].endswith("_type") and not kind.endswith("_type")):
+            out[path] = (path, message, kind, e.get("input"))
     return list(out.values())
 
 
@@ -181,6 +184,8 @@ def problem(error: dict[str, Any], limits: Limits) -> tuple[str, str]:
         return path, "is empty; send the question text"
     if kind == "string_too_long" and field in ("question", "content", "text"):
         return path, f"has {len(value)} characters, over the limit of {limits.max_question_chars}"
+    if kind == "too_long" and field == "content" and isinstance(value, list):
+        return path, f"holds {len(value)} parts; send the question as one text part (or as a string)"
     if kind == "string_unicode" and isinstance(value, str):
         return path, surrogate_problem(value)
     if kind == "value_error":

@@ -240,7 +240,24 @@ def test_bodies_over_the_limit_get_413_and_invalid_utf8_400(client: TestClient, 
     r = client.post("/v1/chat/completions", content=b'{"model": "\xff"}', headers={**AUTH, "content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_encoding"
     r = client.post("/v1/answer", content=b'{"question": "unterminated', headers={**AUTH, "content-type": "application/json"})
-    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+    assert r.status_code == 400 and "not valid JSON (Unterminated string" in r.json()["detail"]
+    assert backend.calls == []
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"question": "q", "timeout_s": NaN}', "NaN is not a JSON number"),
+    (b'{"question": "q", "k": -Infinity}', "-Infinity is not a JSON number"),
+    (b"[" * 4000, "nested too deeply"),  # past Python's recursion limit, under the 4096-byte body limit
+    (b'{"question": "q"} trailing', "Extra data at line 1 column 19"),
+])
+def test_what_rfc_8259_does_not_call_json_is_400_invalid_json_on_both_apis(
+        client: TestClient, backend: FakeBackend, body: bytes, reason: str) -> None:
+    headers = {**AUTH, "content-type": "application/json"}
+    r = client.post("/v1/answer", content=body, headers=headers)
+    assert r.status_code == 400 and f"not valid JSON ({reason})" in r.json()["detail"], r.text
+    r = client.post("/v1/chat/completions", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_json" and reason in r.json()["error"]["message"]
     assert backend.calls == []
 
 
@@ -299,6 +316,9 @@ def test_fields_the_loop_cannot_honour_are_400_naming_the_field(client: TestClie
      "stream_options.foo", "unrecognized request argument supplied: stream_options.foo"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "q", "colour": "red"}]}, 400, "messages.0.colour",
      "unrecognized request argument supplied: messages.0.colour"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+                                                                  {"type": "text", "text": "b"}]}]},
+     400, "messages.0.content", "holds 2 parts; send the question as one text part"),
 ])
 def test_openai_errors_keep_openai_shape(client: TestClient, body: dict[str, Any], status: int, param: str,
                                          text: str) -> None:
