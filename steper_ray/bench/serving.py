@@ -22,7 +22,8 @@ cores with the same Ray and Serve processes.
 
 The endpoint's overhead at each level: the throughput ratio (in-process requests/s over HTTP
 requests/s) and the p50 difference (HTTP p50 minus in-process p50, ms); at concurrency 1 also
-the median of the per-request differences. Targets checked in the summary: throughput ratio at
+the median of the per-request differences, split into the edge (HTTP, proxy, ingress) and the
+loop in the replica (``overhead_parts``). Targets checked in the summary: throughput ratio at
 most 1.10 at concurrency >= 4, per-request p50 overhead at most 50 ms at concurrency 1.
 Timings go to summary.json; nothing here asserts them.
 """
@@ -53,7 +54,8 @@ log = logging.getLogger(__name__)
 THROUGHPUT_TARGET = 1.10  # in-process / HTTP requests/s at concurrency >= 4
 P50_TARGET_MS = 50.0  # median per-request HTTP - in-process latency at concurrency 1 (paired_p50_ms)
 
-Ask = Callable[[str], Awaitable[int | None]]  # one question -> completion tokens, or None if it failed
+# one question -> (completion tokens, the loop's own latency in ms as the answer reports it), or None if it failed
+Ask = Callable[[str], Awaitable[tuple[int, float] | None]]
 
 
 def _percentiles(latencies_ms: list[float]) -> dict[str, float | None]:
@@ -66,9 +68,12 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float | None]:
 @dataclass
 class Timed:
     """One side's requests at one level: latency (ms) of each answered question by its index in
-    the level's workload, completion tokens, failed requests and the wall time (s) it ran."""
+    the level's workload as the client saw it, and as the reasoning loop measured itself (the
+    answer's ``latency_ms``: inside the replica on the HTTP side), completion tokens, failed
+    requests and the wall time (s) it ran."""
 
     latency_ms: dict[int, float] = field(default_factory=dict)
+    loop_ms: dict[int, float] = field(default_factory=dict)
     tokens: int = 0
     failed: int = 0
     wall_s: float = 0.0
@@ -94,7 +99,7 @@ async def closed_loop(ask: Ask, questions: list[str], concurrency: int, into: Ti
                 into.failed += 1
                 continue
             into.latency_ms[i] = (time.perf_counter() - t0) * 1000
-            into.tokens += got
+            into.tokens, into.loop_ms[i] = into.tokens + got[0], got[1]
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -120,13 +125,28 @@ async def interleaved(local: Ask, http: Ask, questions: list[str], concurrency: 
     return a, b
 
 
+def _median_difference(minuend: dict[int, float], subtrahend: dict[int, float]) -> float | None:
+    """Median over the questions in both of ``minuend[i] - subtrahend[i]`` (ms); None below two."""
+    both = sorted(set(minuend) & set(subtrahend))
+    if len(both) < 2:
+        return None
+    return round(statistics.median(minuend[i] - subtrahend[i] for i in both), 1)
+
+
 def paired_p50_ms(inproc: Timed, http: Timed) -> float | None:
     """Median over the questions answered on both sides of HTTP latency minus in-process latency
     (ms); None below two such questions."""
-    both = sorted(set(inproc.latency_ms) & set(http.latency_ms))
-    if len(both) < 2:
-        return None
-    return round(statistics.median(http.latency_ms[i] - inproc.latency_ms[i] for i in both), 1)
+    return _median_difference(http.latency_ms, inproc.latency_ms)
+
+
+def overhead_parts(inproc: Timed, http: Timed) -> dict[str, float | None]:
+    """Where the per-request overhead goes, medians over the questions (ms; None below two):
+    ``edge``, each HTTP request's client latency minus the loop's own time in the replica (the
+    HTTP hop, Serve's proxy, the ingress, its call to the reasoner and the response); ``loop``,
+    the loop's own time in the replica minus in-process (the retriever deployment's calls, the
+    engine in a replica process). Medians do not add up to the total's median exactly."""
+    return {"edge_ms": _median_difference(http.latency_ms, http.loop_ms),
+            "loop_ms": _median_difference(http.loop_ms, inproc.loop_ms)}
 
 
 def _in_process_engine(cfg: SteperConfig, gen_cfg: GeneratorConfig, concurrency: int) -> Any:
@@ -160,20 +180,21 @@ async def _both_sides(cfg: SteperConfig, gen_cfg: GeneratorConfig, index: Path, 
                             cfg.reasoning)
     body = {"max_steps": max_steps, "k": k}
 
-    async def ask_local(q: str) -> int | None:
+    async def ask_local(q: str) -> tuple[int, float] | None:
         answer = await service.aanswer(q, max_steps, k)
-        return int(answer["usage"]["completion_tokens"])
+        return int(answer["usage"]["completion_tokens"]), float(answer["latency_ms"])
 
     limits = httpx.Limits(max_connections=max(workloads), max_keepalive_connections=max(workloads))
     timed: dict[int, tuple[Timed, Timed]] = {}
     try:
         async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-            async def ask_http(q: str) -> int | None:
+            async def ask_http(q: str) -> tuple[int, float] | None:
                 r = await client.post(f"{url}/v1/answer", json={**body, "question": q})
                 if r.status_code != 200:
                     log.warning("HTTP %d: %s", r.status_code, r.text[:300])
                     return None
-                return int(r.json()["usage"]["completion_tokens"])
+                answer = r.json()
+                return int(answer["usage"]["completion_tokens"]), float(answer["latency_ms"])
 
             await interleaved(ask_local, ask_http, warm, 1)
             for c, questions in workloads.items():
@@ -203,6 +224,7 @@ def overhead(concurrency: int, inproc: Timed, http: Timed) -> dict[str, Any]:
     target: dict[str, Any] = {}
     if concurrency == 1:
         paired = out["per_request_p50_overhead_ms"] = paired_p50_ms(inproc, http)
+        out["per_request_p50_overhead_parts"] = overhead_parts(inproc, http)
         if paired is not None:
             target = {"per_request_p50_overhead_ms_max": P50_TARGET_MS, "met": paired <= P50_TARGET_MS}
     elif concurrency >= 4 and ratio is not None:

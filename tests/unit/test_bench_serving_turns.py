@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from steper_ray.bench.serving import Timed, interleaved, overhead, paired_p50_ms
+from steper_ray.bench.serving import Timed, interleaved, overhead, overhead_parts, paired_p50_ms
 
 
 def _asker(log: list[tuple[str, str]], side: str, delay_s: float, fail: set[str] = frozenset()):  # type: ignore[assignment]
-    async def ask(q: str) -> int | None:
+    async def ask(q: str) -> tuple[int, float] | None:
         log.append((side, q))
         await asyncio.sleep(delay_s)
-        return None if q in fail else 3
+        return None if q in fail else (3, 1.0)  # the loop's own time: 1 ms
     return ask
 
 
@@ -29,6 +29,9 @@ def test_concurrency_one_alternates_which_side_goes_first_and_pairs_each_questio
     assert a.tokens == b.tokens == 12 and a.failed == b.failed == 0
     paired = paired_p50_ms(a, b)
     assert paired is not None and 15 <= paired <= 200  # each HTTP request waited 20 ms more
+    assert a.loop_ms == b.loop_ms == {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}
+    parts = overhead_parts(a, b)
+    assert parts["loop_ms"] == 0.0 and parts["edge_ms"] is not None and parts["edge_ms"] >= 18  # the wait, outside the loop
     assert b.summary()["requests"] == 4 and b.summary()["requests_per_s"] > 0
 
 
@@ -51,10 +54,14 @@ def test_failed_requests_are_counted_and_left_out_of_the_pairs() -> None:
 
 
 def test_overhead_checks_the_per_request_p50_at_one_and_the_ratio_from_four() -> None:
-    inproc = Timed(latency_ms={0: 100.0, 1: 200.0, 2: 300.0}, tokens=30, wall_s=0.6)
-    http = Timed(latency_ms={0: 130.0, 1: 260.0, 2: 310.0}, tokens=30, wall_s=0.65)
+    inproc = Timed(latency_ms={0: 100.0, 1: 200.0, 2: 300.0}, loop_ms={0: 99.0, 1: 199.0, 2: 299.0},
+                   tokens=30, wall_s=0.6)
+    http = Timed(latency_ms={0: 130.0, 1: 260.0, 2: 310.0}, loop_ms={0: 120.0, 1: 250.0, 2: 305.0},
+                 tokens=30, wall_s=0.65)
     one = overhead(1, inproc, http)
     assert one["per_request_p50_overhead_ms"] == 30.0 and one["p50_overhead_ms"] == 60.0
+    # edge: 10, 10, 5 ms between the client and the replica's loop; loop: 21, 51, 6 ms in the replica
+    assert one["per_request_p50_overhead_parts"] == {"edge_ms": 10.0, "loop_ms": 21.0}
     assert one["target"] == {"per_request_p50_overhead_ms_max": 50.0, "met": True}
     four = overhead(4, inproc, http)
     assert four["overhead_ratio"] == round(5.0 / round(3 / 0.65, 3), 3)
