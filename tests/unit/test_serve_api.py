@@ -261,6 +261,13 @@ def test_what_rfc_8259_does_not_call_json_is_400_invalid_json_on_both_apis(
     assert backend.calls == []
 
 
+def test_a_leading_byte_order_mark_is_ignored(client: TestClient, backend: FakeBackend) -> None:
+    r = client.post("/v1/answer", content='\ufeff{"question": "Capital of Norway?"}'.encode(),
+                    headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert backend.calls[-1][0] == "Capital of Norway?"
+
+
 # --- the OpenAI-compatible API -----------------------------------------------------------------------
 
 
