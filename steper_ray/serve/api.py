@@ -41,6 +41,7 @@ from steper_ray.serve.errors import (
     OpenAIErrorResponse,
     SafeJSONResponse,
     error_response,
+    example_body,
     failure_error,
     is_openai_path,
     not_json_error,
@@ -66,6 +67,7 @@ from steper_ray.serve.schemas import (
     StepOut,
     StreamError,
     answer_request_model,
+    problem_list,
     problems,
 )
 from steper_ray.serve.service import AnswerSettings
@@ -125,8 +127,7 @@ def _openai_problem(errors: list[dict[str, Any]], limits: Limits, model_name: st
         return ApiError(400, f"{field}: {UNSUPPORTED[field]}", field, "unsupported_parameter")
     if kind == "extra_forbidden":
         return ApiError(400, f"unrecognized request argument supplied: {path}", path, "unknown_parameter")
-    text = "; ".join(f"{p}: {m}" for p, m, _, _ in found)
-    return ApiError(400, f"invalid request: {text}", path, "invalid_value")
+    return ApiError(400, f"invalid request: {problem_list(found)}", path, "invalid_value")
 
 
 def _json_errors(model: type, statuses: list[int]) -> dict[int | str, dict[str, Any]]:
@@ -295,8 +296,14 @@ def invalid_request(request: Request, exc: RequestValidationError, limits: Limit
     invalid = [e for e in errors if e.get("type") == "json_invalid"]
     if invalid:  # the guard's strict parse refuses these first; kept for a body it did not see
         return not_json_error(request.url.path, model_name, str(invalid[0].get("ctx", {}).get("error", "syntax")))
+    whole = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
+    if whole:  # JSON, but not an object: null (FastAPI reads it as no body), a string, an array, ...
+        sent = whole[0].get("input")
+        kind = {type(None): "null", str: "a string", list: "an array", bool: "a boolean", int: "a number",
+                float: "a number"}.get(type(sent), "not an object")
+        return ApiError(400 if openai else 422, f"the request body must be a JSON object (this one is {kind}); "
+                        f"send e.g. {example_body(request.url.path, model_name)}", None, "invalid_value")
     if openai:
         return _openai_problem(errors, limits, model_name)
     found = problems(errors, limits)
-    return ApiError(422, "invalid request: " + "; ".join(f"{p}: {m}" for p, m, _, _ in found),
-                    found[0][0] if found else None, "invalid_value")
+    return ApiError(422, f"invalid request: {problem_list(found)}", found[0][0] if found else None, "invalid_value")

@@ -45,12 +45,17 @@ def is_openai_path(path: str) -> bool:
     return path.rstrip("/").endswith(OPENAI_PATHS)
 
 
+def example_body(path: str, model_name: str) -> str:
+    """A valid request body for the API of ``path``, for error messages."""
+    return (f'{{"model": "{model_name}", "messages": [{{"role": "user", "content": "Who directed Jaws?"}}]}}'
+            if is_openai_path(path) else '{"question": "Who directed Jaws?"}')
+
+
 def not_json_error(path: str, model_name: str, reason: str) -> ApiError:
-    """The 400 for a body sent as JSON that is not JSON (RFC 8259): ``reason`` says where, and the
+    """The 400 for a body sent as JSON that is not JSON (RFC 8259): ``reason`` says why, and the
     message shows a valid body for the route's API."""
-    example = (f'{{"model": "{model_name}", "messages": [{{"role": "user", "content": "Who directed Jaws?"}}]}}'
-               if is_openai_path(path) else '{"question": "Who directed Jaws?"}')
-    return ApiError(400, f"the request body is not valid JSON ({reason}); send e.g. {example}", None, "invalid_json")
+    return ApiError(400, f"the request body is not valid JSON ({reason}); send e.g. {example_body(path, model_name)}",
+                    None, "invalid_json")
 
 
 def openai_type(status: int) -> str:

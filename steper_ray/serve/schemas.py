@@ -149,6 +149,15 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+LISTED = 10  # problems an error message lists; a body of thousands of bad items gets a short reply
+
+
+def problem_list(found: list[tuple[str, str, str, Any]]) -> str:
+    """"path: message; ..." for the first ``LISTED`` problems of ``problems``, then how many more."""
+    text = "; ".join(f"{p}: {m}" for p, m, _, _ in found[:LISTED])
+    return text + (f"; and {len(found) - LISTED} more" if len(found) > LISTED else "")
+
+
 def problems(errors: list[dict[str, Any]], limits: Limits) -> list[tuple[str, str, str, Any]]:
     """(field path, message, pydantic error type, input) per field at fault: for a union, one
     member's error, the first that is not a type mismatch if any (a list of two text parts is

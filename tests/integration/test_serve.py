@@ -130,7 +130,7 @@ def test_streams_each_step_then_the_answer(served: dict[str, Any]) -> None:
     ({"question": "q", "max_steps": 50, "k": 99}, 422, "max_steps: must be between 2 and 8, got 50; k: must be"),
     ({"question": "q", "timeout_s": 1000}, 422, "timeout_s: must be above 0 and at most 60"),
     ({"question": "q", "colour": "red"}, 422, "colour: Extra inputs are not permitted"),
-    (["a", "list"], 422, "invalid request"),
+    (["a", "list"], 422, "the request body must be a JSON object (this one is an array)"),
 ])
 def test_bad_requests_get_a_4xx_that_says_what_to_fix(served: dict[str, Any], body: Any, status: int, message: str) -> None:
     for path in ("/v1/answer", "/v1/answer/stream"):

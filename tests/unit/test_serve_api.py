@@ -249,6 +249,7 @@ def test_bodies_over_the_limit_get_413_and_invalid_utf8_400(client: TestClient, 
     (b'{"question": "q", "k": -Infinity}', "-Infinity is not a JSON number"),
     (b"[" * 4000, "nested too deeply"),  # past Python's recursion limit, under the 4096-byte body limit
     (b'{"question": "q"} trailing', "Extra data at line 1 column 19"),
+    (b"", "it is empty"), (b" \n ", "it is empty"),
 ])
 def test_what_rfc_8259_does_not_call_json_is_400_invalid_json_on_both_apis(
         client: TestClient, backend: FakeBackend, body: bytes, reason: str) -> None:
@@ -259,6 +260,40 @@ def test_what_rfc_8259_does_not_call_json_is_400_invalid_json_on_both_apis(
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "invalid_json" and reason in r.json()["error"]["message"]
     assert backend.calls == []
+
+
+@pytest.mark.parametrize(("body", "kind"), [(b"null", "null"), (b'"q"', "a string"), (b"[1, 2]", "an array"),
+                                          (b"3", "a number")])
+def test_json_that_is_not_an_object_is_told_to_send_one(client: TestClient, body: bytes, kind: str) -> None:
+    headers = {**AUTH, "content-type": "application/json"}
+    r = client.post("/v1/answer", content=body, headers=headers)
+    assert r.status_code == 422 and f"must be a JSON object (this one is {kind})" in r.json()["detail"], r.text
+    r = client.post("/v1/chat/completions", content=body, headers=headers)
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] is None and f"(this one is {kind})" in error["message"]
+
+
+def test_what_python_cannot_read_or_a_charset_other_than_utf8_is_refused_with_the_reason(backend: FakeBackend) -> None:
+    client = TestClient(build_api(LIMITS, backend, model_name=MODEL, token=TOKEN, max_body_bytes=8192, metrics=Recorded()))
+    body = b'{"question": "q", "k": ' + b"9" * 4400 + b"}"  # valid JSON; past Python's 4300-digit limit
+    r = client.post("/v1/answer", content=body, headers={**AUTH, "content-type": "application/json"})
+    assert r.status_code == 400 and "an integer of 4400 digits; this server reads at most 4300" in r.json()["detail"]
+    r = client.post("/v1/answer", content='{"question": "q"}'.encode("utf-16-le"),
+                    headers={**AUTH, "content-type": "application/json; charset=utf-16"})
+    assert r.status_code == 415 and "declares charset=utf-16" in r.json()["detail"]
+    r = client.post("/v1/answer", content=b'{"question": "q"}', headers={**AUTH, "content-type": "application/json; charset=UTF-8"})
+    assert r.status_code == 200
+    assert len(backend.calls) == 1
+
+
+def test_an_error_message_lists_ten_problems_then_how_many_more(client: TestClient) -> None:
+    body = {"question": "q", **{f"x{i}": 1 for i in range(300)}}  # 300 unknown fields
+    r = client.post("/v1/answer", json=body, headers=AUTH)
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and detail.count("Extra inputs are not permitted") == 10
+    assert detail.endswith("; and 290 more") and len(r.content) < 1000
+    r = client.post("/v1/chat/completions", json=_chat(**{f"x{i}": 1 for i in range(300)}), headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x0"
 
 
 def test_a_leading_byte_order_mark_is_ignored(client: TestClient, backend: FakeBackend) -> None:
