@@ -37,6 +37,7 @@ from starlette.responses import Response, StreamingResponse
 from steper_ray.reasoning.generators.protocol import Sampling
 from steper_ray.serve.errors import (
     ApiError,
+    clipped,
     ErrorResponse,
     OpenAIErrorResponse,
     SafeJSONResponse,
@@ -69,6 +70,7 @@ from steper_ray.serve.schemas import (
     answer_request_model,
     problem_list,
     problems,
+    surrogate_problem,
 )
 from steper_ray.serve.service import AnswerSettings
 
@@ -119,7 +121,7 @@ def _openai_problem(errors: list[dict[str, Any]], limits: Limits, model_name: st
     found = problems(errors, limits)
     for path, _, kind, value in found:
         if path == "model" and kind == "literal_error":
-            return ApiError(404, f"the model {value!r} does not exist; this server serves {model_name!r} "
+            return ApiError(404, f"the model {clipped(repr(value))} does not exist; this server serves {model_name!r} "
                                  "(GET /v1/models)", "model", "model_not_found")
     path, _, kind, _ = found[0]
     field = path.split(".", 1)[0]
@@ -287,21 +289,27 @@ def invalid_request(request: Request, exc: RequestValidationError, limits: Limit
     else every problem at once (422 on the steper API, 400 on the OpenAI API)."""
     content_type = request.headers.get("content-type", "")
     if not is_json_content_type(content_type):
-        sent = f"this one is {content_type!r}" if content_type else "this one has none"
+        sent = f"this one is {clipped(repr(content_type))}" if content_type else "this one has none"
         return ApiError(415, "the request body must be JSON sent with 'Content-Type: application/json' "
                              f"({sent}); e.g. curl -H 'Content-Type: application/json' "
-                             """-d '{"question": "..."}'""", None, "unsupported_media_type")
+                             f"-d '{example_body(request.url.path, model_name)}'", None, "unsupported_media_type")
     errors = list(exc.errors())
     openai = is_openai_path(request.url.path)
+    status = 400 if openai else 422
     invalid = [e for e in errors if e.get("type") == "json_invalid"]
     if invalid:  # the guard's strict parse refuses these first; kept for a body it did not see
         return not_json_error(request.url.path, model_name, str(invalid[0].get("ctx", {}).get("error", "syntax")))
-    whole = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
+    at_body = [e for e in errors if tuple(e.get("loc", ())) == ("body",)]
+    names = [e for e in at_body if e.get("type") == "string_unicode" and isinstance(e.get("input"), str)]
+    if names:  # pydantic reports a field name that is not valid Unicode at the body itself
+        return ApiError(status, f"invalid request: a field name {surrogate_problem(names[0]['input'])}", None,
+                        "invalid_value")
+    whole = [e for e in at_body if e.get("type") != "string_unicode"]
     if whole:  # JSON, but not an object: null (FastAPI reads it as no body), a string, an array, ...
         sent = whole[0].get("input")
         kind = {type(None): "null", str: "a string", list: "an array", bool: "a boolean", int: "a number",
                 float: "a number"}.get(type(sent), "not an object")
-        return ApiError(400 if openai else 422, f"the request body must be a JSON object (this one is {kind}); "
+        return ApiError(status, f"the request body must be a JSON object (this one is {kind}); "
                         f"send e.g. {example_body(request.url.path, model_name)}", None, "invalid_value")
     if openai:
         return _openai_problem(errors, limits, model_name)

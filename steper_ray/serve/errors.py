@@ -45,6 +45,12 @@ def is_openai_path(path: str) -> bool:
     return path.rstrip("/").endswith(OPENAI_PATHS)
 
 
+def clipped(text: str, limit: int = 100) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was: a message that quotes a
+    client's input (a field name, a model, a value) stays small whatever the client sent."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def example_body(path: str, model_name: str) -> str:
     """A valid request body for the API of ``path``, for error messages."""
     return (f'{{"model": "{model_name}", "messages": [{{"role": "user", "content": "Who directed Jaws?"}}]}}'

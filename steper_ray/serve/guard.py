@@ -24,7 +24,7 @@ import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from steper_ray.serve.errors import ApiError, error_response, not_json_error
+from steper_ray.serve.errors import ApiError, clipped, error_response, not_json_error
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ def json_problem(text: str) -> str | None:
     except _TooLong:
         raise
     except json.JSONDecodeError as exc:
+        if exc.msg.startswith("Unexpected UTF-8 BOM"):  # a second one: the first was removed
+            return "a second byte-order mark (U+FEFF) at the start"
         return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
     except RecursionError:
         return "nested too deeply"
@@ -92,7 +94,7 @@ def body_problem(body: bytes, content_type: str, path: str, model_name: str) -> 
     charset = next((p.split("=", 1)[1].strip().strip('"').lower() for p in content_type.split(";")[1:]
                     if p.strip().lower().startswith("charset=")), "utf-8")
     if charset not in ("utf-8", "utf8"):
-        return ApiError(415, f"JSON must be sent as UTF-8 (RFC 8259); this body declares charset={charset}: "
+        return ApiError(415, f"JSON must be sent as UTF-8 (RFC 8259); this body declares charset={clipped(charset)}: "
                              "send it as UTF-8 with 'Content-Type: application/json'", None, "unsupported_media_type")
     try:
         text = body.decode("utf-8")

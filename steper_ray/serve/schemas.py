@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model
 
 from steper_ray.config import ServeConfig
+from steper_ray.serve.errors import clipped
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,7 @@ def problems(errors: list[dict[str, Any]], limits: Limits) -> list[tuple[str, st
     out: dict[str, tuple[str, str, str, Any]] = {}
     for e in errors:
         path, message = problem(e, limits)
+        path, message = clipped(path), clipped(message, 200)  # both may quote the client's input
         kind = str(e.get("type"))
         if path not in out or (out[path][2].endswith("_type") and not kind.endswith("_type")):
             out[path] = (path, message, kind, e.get("input"))

@@ -250,6 +250,7 @@ def test_bodies_over_the_limit_get_413_and_invalid_utf8_400(client: TestClient, 
     (b"[" * 4000, "nested too deeply"),  # past Python's recursion limit, under the 4096-byte body limit
     (b'{"question": "q"} trailing', "Extra data at line 1 column 19"),
     (b"", "it is empty"), (b" \n ", "it is empty"),
+    ("\ufeff\ufeff{}".encode(), "a second byte-order mark (U+FEFF) at the start"),
 ])
 def test_what_rfc_8259_does_not_call_json_is_400_invalid_json_on_both_apis(
         client: TestClient, backend: FakeBackend, body: bytes, reason: str) -> None:
@@ -294,6 +295,39 @@ def test_an_error_message_lists_ten_problems_then_how_many_more(client: TestClie
     assert detail.endswith("; and 290 more") and len(r.content) < 1000
     r = client.post("/v1/chat/completions", json=_chat(**{f"x{i}": 1 for i in range(300)}), headers=AUTH)
     assert r.status_code == 400 and r.json()["error"]["param"] == "x0"
+
+
+def test_replies_quoting_the_clients_input_stay_small(backend: FakeBackend) -> None:
+    client = TestClient(build_api(LIMITS, backend, model_name=MODEL, token=TOKEN, max_body_bytes=1 << 20,
+                                  metrics=Recorded()))
+    long = "m" * 300_000
+    r = client.post("/v1/chat/completions", json={"model": long, "messages": [{"role": "user", "content": "q"}]},
+                    headers=AUTH)
+    assert r.status_code == 404 and len(r.content) < 1000 and "(300002 characters)" in r.json()["error"]["message"]
+    r = client.post("/v1/chat/completions", json=_chat(**{long: 1}), headers=AUTH)
+    error = r.json()["error"]
+    assert r.status_code == 400 and len(r.content) < 1000 and error["param"].endswith("(300000 characters)")
+    r = client.post("/v1/answer", json={"question": "q", **{f"{i}{long}": 1 for i in range(3)}}, headers=AUTH)
+    assert r.status_code == 422 and len(r.content) < 2000
+    r = client.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": long, "content": "q"}] * 3},
+                    headers=AUTH)
+    assert r.status_code == 400 and len(r.content) < 2000
+    r = client.post("/v1/answer", json={"question": "q", "k": int("9" * 4000)}, headers=AUTH)
+    assert r.status_code == 422 and len(r.content) < 1000 and "k: must be between 1 and 20" in r.json()["detail"]
+    assert backend.calls == []
+
+
+def test_a_form_body_on_the_openai_route_is_shown_an_openai_body(client: TestClient) -> None:
+    r = client.post("/v1/chat/completions", content=b"model=x", headers={**AUTH, "content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415 and f'"model": "{MODEL}", "messages"' in r.json()["error"]["message"]
+
+
+def test_a_field_name_that_is_not_unicode_is_named_as_such(client: TestClient) -> None:
+    headers = {**AUTH, "content-type": "application/json"}
+    r = client.post("/v1/answer", content=b'{"question": "q", "\\ud800x": 1}', headers=headers)
+    assert r.status_code == 422 and "a field name contains an unpaired UTF-16 surrogate (U+D800" in r.json()["detail"]
+    r = client.post("/v1/chat/completions", content=b'{"model": "m", "\\ud800x": 1}', headers=headers)
+    assert r.status_code == 400 and "a field name contains an unpaired" in r.json()["error"]["message"]
 
 
 def test_a_leading_byte_order_mark_is_ignored(client: TestClient, backend: FakeBackend) -> None:
