@@ -23,8 +23,12 @@ cores with the same Ray and Serve processes.
 The endpoint's overhead at each level: the throughput ratio (in-process requests/s over HTTP
 requests/s) and the p50 difference (HTTP p50 minus in-process p50, ms); at concurrency 1 also
 the median of the per-request differences, split into the edge (HTTP, proxy, ingress) and the
-loop in the replica (``overhead_parts``). Targets checked in the summary: throughput ratio at
-most 1.10 at concurrency >= 4, per-request p50 overhead at most 50 ms at concurrency 1.
+loop in the replica, and that into retrieval and engine (``overhead_parts``; the replica reports
+its loop's retrieval and engine time in the ``Server-Timing`` header), and the same median with
+each side's engine time taken out (``outside_engine_p50_ms``: the request path without the
+speed difference of two engine instances, which on a shared 2-core machine is itself tens of
+ms). Targets checked in the summary, on the totals: throughput ratio at most 1.10 at
+concurrency >= 4, per-request p50 overhead at most 50 ms at concurrency 1.
 Timings go to summary.json; nothing here asserts them.
 """
 
@@ -39,12 +43,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from steper_ray.config import GeneratorConfig, SteperConfig
 from steper_ray.data import extract_corpus, read_dataset
 from steper_ray.models.prompt_format import builder_for
-from steper_ray.reasoning.async_loop import as_async_retriever
+from steper_ray.reasoning.async_loop import LoopStats, as_async_retriever
 from steper_ray.retrieval import build_index, load_index
 from steper_ray.serve.service import AnswerService
 from steper_ray.summary import write_summary
@@ -54,8 +58,20 @@ log = logging.getLogger(__name__)
 THROUGHPUT_TARGET = 1.10  # in-process / HTTP requests/s at concurrency >= 4
 P50_TARGET_MS = 50.0  # median per-request HTTP - in-process latency at concurrency 1 (paired_p50_ms)
 
-# one question -> (completion tokens, the loop's own latency in ms as the answer reports it), or None if it failed
-Ask = Callable[[str], Awaitable[tuple[int, float] | None]]
+
+class Reply(NamedTuple):
+    """One answered question as its side reports it: completion tokens, and in ms the loop's own
+    latency (the answer's ``latency_ms``) and its time in retrieval and in the engine, all steps
+    (``LoopStats.timing``; over HTTP the ``Server-Timing`` header; None where it lacks them)."""
+
+    tokens: int
+    loop_ms: float
+    search_ms: float | None
+    generate_ms: float | None
+
+
+# one question -> its Reply, or None if it failed
+Ask = Callable[[str], Awaitable[Reply | None]]
 
 
 def _percentiles(latencies_ms: list[float]) -> dict[str, float | None]:
@@ -69,11 +85,13 @@ def _percentiles(latencies_ms: list[float]) -> dict[str, float | None]:
 class Timed:
     """One side's requests at one level: latency (ms) of each answered question by its index in
     the level's workload as the client saw it, and as the reasoning loop measured itself (the
-    answer's ``latency_ms``: inside the replica on the HTTP side), completion tokens, failed
-    requests and the wall time (s) it ran."""
+    answer's ``latency_ms``: inside the replica on the HTTP side) and the loop's time in retrieval
+    and in the engine, completion tokens, failed requests and the wall time (s) it ran."""
 
     latency_ms: dict[int, float] = field(default_factory=dict)
     loop_ms: dict[int, float] = field(default_factory=dict)
+    search_ms: dict[int, float] = field(default_factory=dict)
+    generate_ms: dict[int, float] = field(default_factory=dict)
     tokens: int = 0
     failed: int = 0
     wall_s: float = 0.0
@@ -99,7 +117,9 @@ async def closed_loop(ask: Ask, questions: list[str], concurrency: int, into: Ti
                 into.failed += 1
                 continue
             into.latency_ms[i] = (time.perf_counter() - t0) * 1000
-            into.tokens, into.loop_ms[i] = into.tokens + got[0], got[1]
+            into.tokens, into.loop_ms[i] = into.tokens + got.tokens, got.loop_ms
+            if got.search_ms is not None and got.generate_ms is not None:
+                into.search_ms[i], into.generate_ms[i] = got.search_ms, got.generate_ms
 
     t0 = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
@@ -125,6 +145,11 @@ async def interleaved(local: Ask, http: Ask, questions: list[str], concurrency: 
     return a, b
 
 
+def _outside_engine(t: Timed) -> dict[int, float]:
+    """Each question's latency (ms) less its loop's time in the engine."""
+    return {i: t.latency_ms[i] - t.generate_ms[i] for i in t.latency_ms.keys() & t.generate_ms.keys()}
+
+
 def _median_difference(minuend: dict[int, float], subtrahend: dict[int, float]) -> float | None:
     """Median over the questions in both of ``minuend[i] - subtrahend[i]`` (ms); None below two."""
     both = sorted(set(minuend) & set(subtrahend))
@@ -143,10 +168,21 @@ def overhead_parts(inproc: Timed, http: Timed) -> dict[str, float | None]:
     """Where the per-request overhead goes, medians over the questions (ms; None below two):
     ``edge``, each HTTP request's client latency minus the loop's own time in the replica (the
     HTTP hop, Serve's proxy, the ingress, its call to the reasoner and the response); ``loop``,
-    the loop's own time in the replica minus in-process (the retriever deployment's calls, the
-    engine in a replica process). Medians do not add up to the total's median exactly."""
+    the loop's own time in the replica minus in-process, and within it ``retrieval`` (the
+    retriever deployment's calls against the in-memory search) and ``engine`` (the replica's
+    engine against the bench's own: two instances of one engine, same tokens). Medians do not
+    add up to the total's median exactly."""
     return {"edge_ms": _median_difference(http.latency_ms, http.loop_ms),
-            "loop_ms": _median_difference(http.loop_ms, inproc.loop_ms)}
+            "loop_ms": _median_difference(http.loop_ms, inproc.loop_ms),
+            "retrieval_ms": _median_difference(http.search_ms, inproc.search_ms),
+            "engine_ms": _median_difference(http.generate_ms, inproc.generate_ms)}
+
+
+def outside_engine_p50_ms(inproc: Timed, http: Timed) -> float | None:
+    """Median over the questions of the per-request overhead with each side's engine time taken
+    out (HTTP latency less its engine time, minus in-process latency less its engine time; ms):
+    the request path's cost without the speed difference of two engine instances."""
+    return _median_difference(_outside_engine(http), _outside_engine(inproc))
 
 
 def _in_process_engine(cfg: SteperConfig, gen_cfg: GeneratorConfig, concurrency: int) -> Any:
@@ -180,21 +216,25 @@ async def _both_sides(cfg: SteperConfig, gen_cfg: GeneratorConfig, index: Path, 
                             cfg.reasoning)
     body = {"max_steps": max_steps, "k": k}
 
-    async def ask_local(q: str) -> tuple[int, float] | None:
-        answer = await service.aanswer(q, max_steps, k)
-        return int(answer["usage"]["completion_tokens"]), float(answer["latency_ms"])
+    async def ask_local(q: str) -> Reply | None:
+        stats = LoopStats()
+        answer = await service.aanswer(q, max_steps, k, None, stats)
+        t = stats.timing()
+        return Reply(int(answer["usage"]["completion_tokens"]), float(answer["latency_ms"]), t["search_ms"],
+                     t["generate_ms"])
 
     limits = httpx.Limits(max_connections=max(workloads), max_keepalive_connections=max(workloads))
     timed: dict[int, tuple[Timed, Timed]] = {}
     try:
         async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-            async def ask_http(q: str) -> tuple[int, float] | None:
+            async def ask_http(q: str) -> Reply | None:
                 r = await client.post(f"{url}/v1/answer", json={**body, "question": q})
                 if r.status_code != 200:
                     log.warning("HTTP %d: %s", r.status_code, r.text[:300])
                     return None
-                answer = r.json()
-                return int(answer["usage"]["completion_tokens"]), float(answer["latency_ms"])
+                answer, t = r.json(), server_timing_ms(r.headers.get("server-timing", ""))
+                return Reply(int(answer["usage"]["completion_tokens"]), float(answer["latency_ms"]),
+                             t.get("search"), t.get("generate"))
 
             await interleaved(ask_local, ask_http, warm, 1)
             for c, questions in workloads.items():
@@ -206,6 +246,18 @@ async def _both_sides(cfg: SteperConfig, gen_cfg: GeneratorConfig, index: Path, 
         else:
             engine.close()
     return timed
+
+
+def server_timing_ms(header: str) -> dict[str, float]:
+    """``Server-Timing`` metrics by name -> duration (ms); metrics without a duration are left out
+    (descriptions are assumed to hold no comma, as the API's do)."""
+    out = {}
+    for metric in header.split(","):
+        name, *params = (p.strip() for p in metric.split(";"))
+        durations = [float(p[4:]) for p in params if p.startswith("dur=")]
+        if name and durations:
+            out[name] = durations[0]
+    return out
 
 
 def _free_port() -> int:
@@ -225,6 +277,7 @@ def overhead(concurrency: int, inproc: Timed, http: Timed) -> dict[str, Any]:
     if concurrency == 1:
         paired = out["per_request_p50_overhead_ms"] = paired_p50_ms(inproc, http)
         out["per_request_p50_overhead_parts"] = overhead_parts(inproc, http)
+        out["per_request_p50_overhead_outside_engine_ms"] = outside_engine_p50_ms(inproc, http)
         if paired is not None:
             target = {"per_request_p50_overhead_ms_max": P50_TARGET_MS, "met": paired <= P50_TARGET_MS}
     elif concurrency >= 4 and ratio is not None:

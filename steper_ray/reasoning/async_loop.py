@@ -50,6 +50,10 @@ class LoopStats:
     completion_tokens: int = 0
     prompt_tokens: int = 0
 
+    def timing(self) -> dict[str, float]:
+        """The drive's time in retrieval and in the engine over all its steps (ms, 0.1 ms)."""
+        return {"search_ms": round(sum(self.search_ms), 1), "generate_ms": round(sum(self.generate_ms), 1)}
+
 
 class _LocalRetriever:
     """A local Retriever behind the async protocol; its search runs inline (BM25 over an

@@ -79,13 +79,26 @@ log = logging.getLogger(__name__)
 
 class Backend(Protocol):
     async def answer(self, question: str, settings: AnswerSettings) -> dict[str, Any]:
-        """``{"data": ANSWER}`` (``steper_ray.serve.service``'s answer event data) or
-        ``{"failure": {"kind", "message"}}``."""
+        """``{"data": ANSWER}`` (``steper_ray.serve.service``'s answer event data), optionally with
+        ``"timing": {"search_ms", "generate_ms"}`` (the loop's time in retrieval and in the engine),
+        or ``{"failure": {"kind", "message"}}``."""
         ...
 
     def stream(self, question: str, settings: AnswerSettings) -> AsyncIterator[dict[str, Any]]:
         """The loop's events; a failure is a last ``{"event": "error", "data": {"kind", "message"}}``."""
         ...
+
+
+def server_timing(answer: dict[str, Any], timing: dict[str, float] | None) -> str:
+    """The ``Server-Timing`` header of an answered request (W3C Server Timing; durations in ms):
+    ``loop`` (the reasoning loop, the answer's ``latency_ms``) and, where the backend reports
+    them, ``search`` and ``generate`` (its time in retrieval and in the engine, all steps). The
+    rest of a client's latency is the HTTP path (proxy, ingress, the call to the reasoner)."""
+    parts = [f'loop;dur={answer["latency_ms"]};desc="reasoning loop"']
+    if timing:
+        parts += [f'search;dur={timing["search_ms"]};desc="retrieval over all steps"',
+                  f'generate;dur={timing["generate_ms"]};desc="engine over all steps"']
+    return ", ".join(parts)
 
 
 class EventStreamResponse(StreamingResponse):
@@ -191,10 +204,11 @@ def build_api(limits: Limits, backend: Backend, *, model_name: str, token: str |
             timeout_s=limits.max_timeout_s if timeout_s is None else timeout_s,
             sampling=sampling or Sampling())
 
-    async def answered(question: str, s: AnswerSettings) -> dict[str, Any]:
+    async def answered(question: str, s: AnswerSettings, response: Response) -> dict[str, Any]:
         result = await backend.answer(question, s)
         if "failure" in result:
             raise failure_error(result["failure"])
+        response.headers["Server-Timing"] = server_timing(result["data"], result.get("timing"))
         return result["data"]
 
     async def events(question: str, s: AnswerSettings, route: str, openai: bool,
@@ -220,9 +234,9 @@ def build_api(limits: Limits, backend: Backend, *, model_name: str, token: str |
 
     @api.post("/v1/answer", response_model=AnswerResponse, responses=native_errors,
               summary="Answer a question with the step-wise retrieve-and-reason loop")
-    async def answer(body: AnswerRequest) -> Any:  # type: ignore[valid-type]
+    async def answer(body: AnswerRequest, response: Response) -> Any:  # type: ignore[valid-type]
         s = settings(body, timeout_s=body.timeout_s)
-        return await answered(body.question.strip(), s)
+        return await answered(body.question.strip(), s, response)
 
     @api.post("/v1/answer/stream", response_class=EventStreamResponse,
               responses={200: {"content": ANSWER_EVENTS, "description": "Events: 'step' (one per step), then "
@@ -243,14 +257,14 @@ def build_api(limits: Limits, backend: Backend, *, model_name: str, token: str |
               responses={200: {"content": CHUNK_EVENTS, "description": "A chat.completion, or with stream: true "
                                "chat.completion.chunk events then [DONE]."}, **openai_errors},
               summary="OpenAI-compatible: the last user message answered by the step-wise loop")
-    async def chat_completions(request: Request, body: ChatRequest) -> Any:  # type: ignore[valid-type]
+    async def chat_completions(request: Request, body: ChatRequest, response: Response) -> Any:  # type: ignore[valid-type]
         s = settings(body, sampling_of(body))
         question = question_of(body)
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             writer = ChunkWriter(model_name, include_usage)
             return EventStreamResponse(events(question, s, route_of(request.scope), True, writer))
-        return completion_body(await answered(question, s), model_name)
+        return completion_body(await answered(question, s, response), model_name)
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:

@@ -120,13 +120,14 @@ class ReasonerDeployment:
         return self.service.astream(question, s.max_steps, s.k, s.sampling, stats)
 
     async def answer(self, question: str, settings: AnswerSettings) -> dict[str, Any]:
-        """``{"data": ANSWER}`` or ``{"failure": {"kind", "message"}}``."""
+        """``{"data": ANSWER, "timing": {"search_ms", "generate_ms"}}`` (the loop's time in
+        retrieval and in the engine, all steps, ms) or ``{"failure": {"kind", "message"}}``."""
         stats, steps = LoopStats(), None
         try:
             async with asyncio.timeout(settings.timeout_s):
                 data = await self.service.aanswer(question, settings.max_steps, settings.k, settings.sampling, stats)
             steps = len(data["steps"])
-            return {"data": data}
+            return {"data": data, "timing": stats.timing()}
         except Exception as exc:  # noqa: BLE001 - every failure is an answer with its kind
             return {"failure": failure_of(exc, settings.timeout_s)}
         finally:

@@ -73,6 +73,10 @@ def test_answers_with_the_same_loop_as_in_process(served: dict[str, Any]) -> Non
     body = r.json()
     assert body["latency_ms"] > 0
     assert 1 <= len(body["steps"]) <= 3 and body["steps"][0]["query"] == QUESTION
+    # where the loop's time went: retrieval (the retriever deployment's calls) and the engine, within the loop
+    timing = {m.split(";")[0]: float(m.split(";dur=")[1].split(";")[0]) for m in r.headers["server-timing"].split(", ")}
+    assert timing["loop"] == body["latency_ms"]
+    assert timing["search"] > 0 and timing["generate"] > 0 and timing["search"] + timing["generate"] <= timing["loop"]
     # BM25 returns only passages that hold a word of the query: k for the question, at most k for
     # a later step's query (the random model's sentence may share no word with any passage)
     assert len(body["steps"][0]["passages"]) == 3

@@ -8,14 +8,23 @@ from pathlib import Path
 
 import pytest
 
-from steper_ray.bench.serving import Timed, interleaved, overhead, overhead_parts, paired_p50_ms
+from steper_ray.bench.serving import (
+    Reply,
+    Timed,
+    interleaved,
+    outside_engine_p50_ms,
+    overhead,
+    overhead_parts,
+    paired_p50_ms,
+    server_timing_ms,
+)
 
 
 def _asker(log: list[tuple[str, str]], side: str, delay_s: float, fail: set[str] = frozenset()):  # type: ignore[assignment]
-    async def ask(q: str) -> tuple[int, float] | None:
+    async def ask(q: str) -> Reply | None:
         log.append((side, q))
         await asyncio.sleep(delay_s)
-        return None if q in fail else (3, 1.0)  # the loop's own time: 1 ms
+        return None if q in fail else Reply(3, 1.0, 0.25, 0.5)  # the loop's own time: 1 ms
     return ask
 
 
@@ -32,6 +41,7 @@ def test_concurrency_one_alternates_which_side_goes_first_and_pairs_each_questio
     assert a.loop_ms == b.loop_ms == {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}
     parts = overhead_parts(a, b)
     assert parts["loop_ms"] == 0.0 and parts["edge_ms"] is not None and parts["edge_ms"] >= 18  # the wait, outside the loop
+    assert parts["retrieval_ms"] == parts["engine_ms"] == 0.0 and a.generate_ms == {i: 0.5 for i in range(4)}
     assert b.summary()["requests"] == 4 and b.summary()["requests_per_s"] > 0
 
 
@@ -58,10 +68,16 @@ def test_overhead_checks_the_per_request_p50_at_one_and_the_ratio_from_four() ->
                    tokens=30, wall_s=0.6)
     http = Timed(latency_ms={0: 130.0, 1: 260.0, 2: 310.0}, loop_ms={0: 120.0, 1: 250.0, 2: 305.0},
                  tokens=30, wall_s=0.65)
+    inproc.search_ms, inproc.generate_ms = {0: 1.0, 1: 1.0, 2: 1.0}, {0: 90.0, 1: 180.0, 2: 280.0}
+    http.search_ms, http.generate_ms = {0: 8.0, 1: 9.0, 2: 7.0}, {0: 100.0, 1: 225.0, 2: 290.0}
     one = overhead(1, inproc, http)
     assert one["per_request_p50_overhead_ms"] == 30.0 and one["p50_overhead_ms"] == 60.0
-    # edge: 10, 10, 5 ms between the client and the replica's loop; loop: 21, 51, 6 ms in the replica
-    assert one["per_request_p50_overhead_parts"] == {"edge_ms": 10.0, "loop_ms": 21.0}
+    # edge: 10, 10, 5 ms between the client and the replica's loop; loop: 21, 51, 6 ms in the replica,
+    # of which retrieval 7, 8, 6 and engine 10, 45, 10
+    assert one["per_request_p50_overhead_parts"] == {"edge_ms": 10.0, "loop_ms": 21.0, "retrieval_ms": 7.0,
+                                                     "engine_ms": 10.0}
+    # outside the engines: (130-100)-(100-90), (260-225)-(200-180), (310-290)-(300-280) = 20, 15, 0
+    assert one["per_request_p50_overhead_outside_engine_ms"] == 15.0 == outside_engine_p50_ms(inproc, http)
     assert one["target"] == {"per_request_p50_overhead_ms_max": 50.0, "met": True}
     four = overhead(4, inproc, http)
     assert four["overhead_ratio"] == round(5.0 / round(3 / 0.65, 3), 3)
@@ -70,6 +86,20 @@ def test_overhead_checks_the_per_request_p50_at_one_and_the_ratio_from_four() ->
     assert overhead(1, inproc, slow)["target"]["met"] is False
     assert overhead(4, inproc, slow)["target"]["met"] is False
     assert overhead(3, inproc, slow)["target"] == {}
+
+
+def test_server_timing_is_read_by_metric_name() -> None:
+    header = 'loop;dur=12.5;desc="reasoning loop", search;dur=1.5;desc="retrieval over all steps", generate;dur=9.25, cache'
+    assert server_timing_ms(header) == {"loop": 12.5, "search": 1.5, "generate": 9.25}
+    assert server_timing_ms("") == {}
+
+
+def test_a_reply_without_timing_is_timed_but_left_out_of_the_split() -> None:
+    async def ask(q: str) -> Reply | None:
+        return Reply(2, 5.0, None, None)
+    a, b = asyncio.run(interleaved(ask, ask, ["q0", "q1"], 1))
+    assert sorted(b.latency_ms) == [0, 1] and b.loop_ms == {0: 5.0, 1: 5.0} and b.generate_ms == {}
+    assert overhead_parts(a, b)["engine_ms"] is None and outside_engine_p50_ms(a, b) is None
 
 
 @pytest.mark.usefixtures("ray_session")

@@ -32,6 +32,7 @@ STEPS = [
 ]
 ANSWER = {"answer": "Oslo", "steps": STEPS, "latency_ms": 12.5, "error": None,
           "usage": {"prompt_tokens": 40, "completion_tokens": 9, "total_tokens": 49}}
+TIMING = {"search_ms": 1.5, "generate_ms": 9.25}
 
 
 class FakeBackend:
@@ -48,7 +49,7 @@ class FakeBackend:
         self.calls.append((question, settings))
         if self.failure:
             return {"failure": {"kind": self.failure, "message": f"{self.failure} happened"}}
-        return {"data": ANSWER}
+        return {"data": ANSWER, "timing": TIMING}
 
     async def stream(self, question: str, settings: AnswerSettings) -> AsyncIterator[dict[str, Any]]:
         self.calls.append((question, settings))
@@ -181,6 +182,17 @@ def test_failures_map_to_statuses_once_in_each_shape(client: TestClient, backend
     assert json.loads(events[-2][1])["error"]["code"] == kind and events[-1][1] == "[DONE]"
     counted = [s for _, s in metrics.failures]
     assert counted == ([status] * 4 if status in (503, 504) else [])
+    assert "server-timing" not in r.headers
+
+
+def test_an_answer_says_where_its_time_went_in_server_timing(client: TestClient, backend: FakeBackend) -> None:
+    expected = ('loop;dur=12.5;desc="reasoning loop", search;dur=1.5;desc="retrieval over all steps", '
+                'generate;dur=9.25;desc="engine over all steps"')
+    for path, body in (("/v1/answer", {"question": "q"}), ("/v1/chat/completions", _chat())):
+        r = client.post(path, json=body, headers=AUTH)
+        assert r.status_code == 200 and r.headers["server-timing"] == expected
+    r = client.post("/v1/answer", json={"question": ""}, headers=AUTH)
+    assert r.status_code == 422 and "server-timing" not in r.headers
 
 
 def test_a_stream_whose_backend_breaks_ends_with_an_error_event_not_a_cut_body(
