@@ -21,6 +21,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import statistics
+import sys
 import tempfile
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -103,9 +104,25 @@ async def main(model: str, n: int) -> dict[str, Any]:
             "child_p50_ms": round(statistics.median(v[0] for v in b.values()), 1)}
 
 
+def _at_least_two(text: str) -> int:
+    n = int(text) if text.strip().lstrip("-").isdigit() else 0
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 2 (a median needs pairs)")
+    return n
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2", help="a model directory or smollm2")
-    p.add_argument("--questions", type=int, default=24, help="questions asked on each side")
+    p.add_argument("--questions", type=_at_least_two, default=24, help="questions asked on each side (at least 2)")
     args = p.parse_args()
+    from steper_ray.config import GeneratorConfig
+    from steper_ray.errors import UserError
+    from steper_ray.models.prepare import resolved
+
+    try:  # a bad --model is told before any engine starts
+        resolved(GeneratorConfig(kind="vllm", model=args.model), "--model")
+    except UserError as exc:
+        print(f"engine_pair: {exc}", file=sys.stderr)
+        sys.exit(2)
     print(json.dumps(asyncio.run(main(args.model, args.questions))))
