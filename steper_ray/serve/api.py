@@ -101,6 +101,12 @@ def server_timing(answer: dict[str, Any], timing: dict[str, float] | None) -> st
     return ", ".join(parts)
 
 
+# declared on the 200 of the routes that answer whole (server_timing)
+SERVER_TIMING_HEADER = {"Server-Timing": {
+    "description": "Where the request's time went (W3C Server Timing, ms): loop, search, generate.",
+    "schema": {"type": "string"}}}
+
+
 class EventStreamResponse(StreamingResponse):
     media_type = "text/event-stream"
 
@@ -232,7 +238,8 @@ def build_api(limits: Limits, backend: Backend, *, model_name: str, token: str |
             err = ApiError(500, f"internal error ({type(exc).__name__})", None, "internal")
             yield stream_error_event(err, openai) + (DONE if openai else "")
 
-    @api.post("/v1/answer", response_model=AnswerResponse, responses=native_errors,
+    @api.post("/v1/answer", response_model=AnswerResponse,
+              responses={200: {"headers": SERVER_TIMING_HEADER}, **native_errors},
               summary="Answer a question with the step-wise retrieve-and-reason loop")
     async def answer(body: AnswerRequest, response: Response) -> Any:  # type: ignore[valid-type]
         s = settings(body, timeout_s=body.timeout_s)
@@ -254,8 +261,9 @@ def build_api(limits: Limits, backend: Backend, *, model_name: str, token: str |
                                             "owned_by": "steper-ray"}]}
 
     @api.post("/v1/chat/completions", response_model=ChatCompletion,
-              responses={200: {"content": CHUNK_EVENTS, "description": "A chat.completion, or with stream: true "
-                               "chat.completion.chunk events then [DONE]."}, **openai_errors},
+              responses={200: {"content": CHUNK_EVENTS, "headers": SERVER_TIMING_HEADER,
+                               "description": "A chat.completion (with a Server-Timing header), or with "
+                               "stream: true chat.completion.chunk events then [DONE]."}, **openai_errors},
               summary="OpenAI-compatible: the last user message answered by the step-wise loop")
     async def chat_completions(request: Request, body: ChatRequest, response: Response) -> Any:  # type: ignore[valid-type]
         s = settings(body, sampling_of(body))

@@ -510,6 +510,9 @@ def test_the_schema_declares_every_limit_content_type_and_the_security_scheme(ba
     assert list(stream_ok) == ["text/event-stream"]
     assert set(paths["/v1/chat/completions"]["post"]["responses"]["200"]["content"]) == {
         "application/json", "text/event-stream"}
+    for path in ("/v1/answer", "/v1/chat/completions"):  # the routes that answer whole say where the time went
+        assert set(paths[path]["post"]["responses"]["200"]["headers"]) == {"Server-Timing"}
+    assert "headers" not in paths["/v1/answer/stream"]["post"]["responses"]["200"]
     for path in ("/v1/answer", "/v1/answer/stream", "/v1/chat/completions"):
         responses = paths[path]["post"]["responses"]
         assert {"400", "401", "413", "415", "500", "503", "504"} <= set(responses)
