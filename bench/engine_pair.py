@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing as mp
+import os
 import statistics
 import sys
 import tempfile
@@ -67,9 +68,14 @@ async def main(model: str, n: int) -> dict[str, Any]:
     spec = cfg.data.dev[0]
     records = read_dataset(spec.path, spec.format, name=spec.name).records
     questions = [r.question for r in records]
-    index = Path(tempfile.mkdtemp(prefix="engine-pair-")) / "index"
-    build_index(extract_corpus(records), cfg.index, progress=False).save(index)
+    with tempfile.TemporaryDirectory(prefix="engine-pair-") as scratch:  # the index, removed at the end
+        index = Path(scratch) / "index"
+        build_index(extract_corpus(records), cfg.index, progress=False).save(index)
+        return await _pair(model, index, questions, n)
 
+
+async def _pair(model: str, index: Path, questions: list[str], n: int) -> dict[str, Any]:
+    """Both instances over the first ``n`` of ``questions`` (cycled), taking turns."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: no engine state shared with this one
     here, there = ctx.Pipe()
     proc = ctx.Process(target=child, args=(there, model, index))
@@ -104,23 +110,31 @@ async def main(model: str, n: int) -> dict[str, Any]:
             "child_p50_ms": round(statistics.median(v[0] for v in b.values()), 1)}
 
 
-def _at_least_two(text: str) -> int:
-    n = int(text) if text.strip().lstrip("-").isdigit() else 0
-    if n < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of at least 2 (a median needs pairs)")
+MAX_QUESTIONS = 10_000  # about 12 hours of SmolLM2 on 2 cores
+
+
+def questions_arg(text: str) -> int:
+    """--questions: a whole number from 2 (a median needs pairs) to MAX_QUESTIONS."""
+    n = int(text) if text.strip().isascii() and text.strip().lstrip("-").isdigit() else 0
+    if not 2 <= n <= MAX_QUESTIONS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a whole number from 2 (a median needs pairs) to {MAX_QUESTIONS:,}")
     return n
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout holds only the JSON line
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2", help="a model directory or smollm2")
-    p.add_argument("--questions", type=_at_least_two, default=24, help="questions asked on each side (at least 2)")
+    p.add_argument("--questions", type=questions_arg, default=24, help="questions asked on each side (2 to 10,000)")
     args = p.parse_args()
     from steper_ray.config import GeneratorConfig
     from steper_ray.errors import UserError
     from steper_ray.models.prepare import resolved
 
     try:  # a bad --model is told before any engine starts
+        if not args.model.strip():
+            raise UserError("--model is blank; give a model directory or smollm2")
         resolved(GeneratorConfig(kind="vllm", model=args.model), "--model")
     except UserError as exc:
         print(f"engine_pair: {exc}", file=sys.stderr)

@@ -176,7 +176,7 @@ def _flag_overrides(args: argparse.Namespace) -> list[str]:
         out.append(f"bench.retrieval.scale_passages={args.passages}")
     if args.command == "bench" and getattr(args, "data_dir", None) and args.which not in ("retrieval", "index"):
         raise UserError(f"--data-dir applies to bench retrieval and index, not {args.which}")
-    if args.command == "bench" and getattr(args, "model", None):
+    if args.command == "bench" and getattr(args, "model", None) is not None:
         if args.which not in ("generation", "serving"):
             raise UserError(f"--model applies to bench generation and serving, not {args.which}")
         out.append(f"bench.{args.which}.model={json.dumps(args.model)}")
@@ -356,9 +356,13 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         _emit(console, summary, args.json, None if args.json else f"tiny model saved to {summary['out']}")
     elif args.command == "bench":
         from steper_ray.bench.out_dir import bench_out_dir
+        from steper_ray.models.prepare import KNOWN_MODELS, check_model_dir
 
         layout = RunLayout(cfg)
         out = Path(args.out) if args.out else layout.bench(args.which)
+        model = getattr(getattr(cfg.bench, args.which), "model", None)
+        if model is not None and model not in KNOWN_MODELS:  # a bad model creates no output dir either
+            check_model_dir(model, f"bench.{args.which}.model (--model)")
         bench_out_dir(out, args.which, layout.logs)  # before its log: a refusal writes nothing
         name = f"bench-{args.which}"
         if args.which == "retrieval":
@@ -419,7 +423,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         """Exit code ``code``; with --json, also the failure as the last line of stdout, where a
         script reads the summary of a command that succeeds."""
         if getattr(args, "json", False):  # named as the summary of a success names the command
-            command = "evaluate --compare" if getattr(args, "compare", None) else args.command
+            command = ("evaluate --compare" if getattr(args, "compare", None)
+                       else f"bench {args.which}" if args.command == "bench" else args.command)
             console.print(_failure_line(command, code, error))
         return code
 

@@ -760,12 +760,28 @@ class BenchRetrievalConfig(Section):
     )
 
 
+MAX_BENCH_CLIENTS = 1024  # concurrent HTTP clients of `bench serving`: one event loop, one connection each
+
+
+def _bench_model(value: str | None) -> str | None:
+    """A benchmark's model setting: None (the tiny Llama) or a non-blank directory / known name."""
+    if value is not None and not value.strip():
+        raise ValueError("is blank; give a model directory or 'smollm2', or null (leave --model out) for "
+                         "the offline tiny Llama")
+    return value
+
+
 class BenchGenerationConfig(Section):
     model: str | None = Field(
         None, description="Teacher model: a directory or 'smollm2' (prepared offline on first use); None builds "
         "the offline tiny Llama."
     )
     num_questions: int = Field(60, ge=4, description="Training questions generated on each side.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, value: str | None) -> str | None:
+        return _bench_model(value)
     batch_size: int = Field(10, ge=1, description="Questions per batch (loop run) on each side.")
     max_tokens: int = Field(32, ge=1, description="Most tokens per step.")
 
@@ -785,6 +801,11 @@ class BenchServingConfig(Section):
         default_factory=lambda: [1, 4, 16], description="Concurrent clients, one measurement each: distinct levels of at least 1."
     )
 
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, value: str | None) -> str | None:
+        return _bench_model(value)
+
     @field_validator("concurrency")
     @classmethod
     def _levels_distinct_and_positive(cls, value: list[int]) -> list[int]:
@@ -794,13 +815,17 @@ class BenchServingConfig(Section):
         if bad:
             raise ValueError(f"{', '.join(map(str, bad))} below 1; each level is a number of concurrent clients, "
                              "e.g. [1, 4, 16]")
+        big = [c for c in value if c > MAX_BENCH_CLIENTS]
+        if big:
+            raise ValueError(f"{', '.join(map(str, big))} above {MAX_BENCH_CLIENTS}; one benchmark client process "
+                             f"drives at most {MAX_BENCH_CLIENTS} concurrent clients, e.g. [1, 4, 16]")
         twice = sorted({c for c in value if value.count(c) > 1})
         if twice:
             raise ValueError(f"{', '.join(map(str, twice))} given more than once; give each level once, e.g. [1, 4, 16]")
         return value
 
     requests_per_level: int = Field(
-        32, ge=4, description="Questions per concurrency level, each asked once on each side (at least twice the "
+        32, ge=4, le=100_000, description="Questions per concurrency level, each asked once on each side (at least twice the "
         "level's concurrency: above 1 the sides take turns over its two halves)."
     )
     max_steps: int = Field(3, ge=2, description="Reasoning steps per request.")

@@ -22,12 +22,14 @@ cores with the same Ray and Serve processes.
 
 The endpoint's overhead at each level: the throughput ratio (in-process requests/s over HTTP
 requests/s) and the p50 difference (HTTP p50 minus in-process p50, ms); at concurrency 1 also
-the median of the per-request differences, split into the edge (HTTP, proxy, ingress) and the
-loop in the replica, and that into retrieval and engine (``overhead_parts``; the replica reports
-its loop's retrieval and engine time in the ``Server-Timing`` header), and the same median with
-each side's engine time taken out (``outside_engine_p50_ms``: the request path without the
-speed difference of two engine instances, which on a shared 2-core machine is itself tens of
-ms). Targets checked in the summary, on the totals: throughput ratio at most 1.10 at
+the median of the per-request differences (summary field ``per_request_p50_overhead_ms``), its
+parts (``per_request_p50_overhead_parts``, from ``overhead_parts``: the edge, i.e. HTTP, proxy
+and ingress; the loop in the replica; and within the loop retrieval and engine, which the
+replica reports in its ``Server-Timing`` header), and the same median with each side's engine
+time taken out (``per_request_p50_overhead_outside_engine_ms``, from ``outside_engine_p50_ms``:
+the request path without the speed difference of two engine instances, which on a shared 2-core
+machine is itself tens of ms). Each is a median of per-question differences, so it may be
+negative, and None with fewer than two questions answered on both sides. Targets checked in the summary, on the totals: throughput ratio at most 1.10 at
 concurrency >= 4, per-request p50 overhead at most 50 ms at concurrency 1.
 Timings go to summary.json; nothing here asserts them.
 """

@@ -131,10 +131,14 @@ def run_serve(cfg: SteperConfig, block: bool = True, announce: Callable[[str], N
     summary = {"command": "serve", "url": url, "app": s.app_name}
     if block:
         stop = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
-        announce(f"steper-ray serve: listening on {url} (Ctrl-C to stop)")
-        stop.wait()
+        before = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            announce(f"steper-ray serve: listening on {url} (Ctrl-C to stop)")
+            stop.wait()
+        finally:
+            for sig, handler in before.items():  # the caller's handlers again (the CLI's Ctrl-C handling)
+                signal.signal(sig, handler)
         serve.delete(s.app_name)
         log.info("application %s deleted", s.app_name)
+        announce(f"steper-ray serve: stopped (application {s.app_name!r} deleted)")
     return summary

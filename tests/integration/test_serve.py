@@ -482,3 +482,32 @@ def test_serve_command_without_a_trained_model_is_a_user_error(tmp_path: Path, c
     assert "no model at" in capsys.readouterr().err
     assert main(["serve", f"serve.index={tmp_path / 'index'}", "serve.model.kind=evidence"]) == 2
     assert "cannot answer new questions" in capsys.readouterr().err
+
+
+def test_serve_runs_until_ctrl_c_then_deletes_its_application(served: dict[str, Any]) -> None:
+    import signal
+
+    from ray import serve
+
+    from steper_ray.serve.app import run_serve
+
+    url = f"{served['url']}/ctrl-c"
+    port = int(served["url"].rsplit(":", 1)[1])
+    cfg = served["cfg"]
+    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={
+        "app_name": "ctrl-c", "route_prefix": "/ctrl-c", "host": "127.0.0.1", "port": port})})
+    said: list[str] = []
+
+    def announce(text: str) -> None:
+        said.append(text)
+        if "listening" in text:  # up and answering: now the user presses Ctrl-C
+            assert httpx.get(f"{url}/healthz", timeout=30).json() == {"status": "ok"}
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT)
+    summary = run_serve(cfg, announce=announce)
+    assert said == [f"steper-ray serve: listening on {url} (Ctrl-C to stop)",
+                    "steper-ray serve: stopped (application 'ctrl-c' deleted)"]
+    assert summary == {"command": "serve", "url": url, "app": "ctrl-c"}
+    assert "ctrl-c" not in serve.status().applications and APP in serve.status().applications
+    assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is back

@@ -65,3 +65,16 @@ def test_entries_named_like_a_benchmarks_are_not_its_own_without_its_marker(tmp_
     (user / MARKER).write_text("generation\n")  # another benchmark's interrupted run
     with pytest.raises(UserError, match="holds other data"):
         bench_out_dir(user, "serving", None)
+
+
+def test_a_bad_bench_model_is_refused_before_the_output_dir_is_made(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "new"
+    assert main(["bench", "serving", "--model", str(tmp_path / "nope"), "--out", str(out), "--json",
+                 f"run_dir={tmp_path / 'r'}"]) == 2
+    failure = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert failure["command"] == "bench serving" and failure["exit_code"] == 2  # named as a success would be
+    assert "bench.serving.model (--model)" in failure["error"] and "does not exist" in failure["error"]
+    assert main(["bench", "generation", "--model", "", "--out", str(out), f"run_dir={tmp_path / 'r'}"]) == 2
+    assert "bench.generation.model: is blank" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output dir, no run dir

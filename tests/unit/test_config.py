@@ -188,6 +188,7 @@ def test_true_or_false_is_not_a_number() -> None:
     ("[0, 4]", "0 below 1"),
     ("[-1, 4]", "-1 below 1"),
     ("[3, 3]", "3 given more than once"),
+    ("[1, 5000]", "5000 above 1024"),
 ])
 def test_serving_bench_levels_are_distinct_positive_and_given(levels: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -195,6 +196,15 @@ def test_serving_bench_levels_are_distinct_positive_and_given(levels: str, expec
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith("bench.serving.concurrency:")
     assert expected in err.value.problems[0]
     assert load_config(None, ["bench.serving.concurrency=[16, 1]"]).bench.serving.concurrency == [16, 1]
+
+
+@pytest.mark.parametrize("key", ["bench.serving.model", "bench.generation.model"])
+def test_a_blank_bench_model_is_refused_not_taken_for_the_tiny_llama(key: str) -> None:
+    for blank in ('""', '"  "'):
+        with pytest.raises(ConfigError) as err:
+            load_config(None, [f"{key}={blank}"])
+        assert err.value.problems[0].startswith(f"{key}: is blank; give a model directory or 'smollm2'")
+    assert getattr(load_config(None, [f"{key}=null"]).bench, key.split(".")[1]).model is None
 
 
 @pytest.mark.parametrize("prefix", ["v1", "/api/", "/a{b}", "/a b"])
