@@ -763,25 +763,25 @@ class BenchRetrievalConfig(Section):
 MAX_BENCH_CLIENTS = 1024  # concurrent HTTP clients of `bench serving`: one event loop, one connection each
 
 
-def _bench_model(value: str | None) -> str | None:
-    """A benchmark's model setting: None (the tiny Llama) or a non-blank directory / known name."""
-    if value is not None and not value.strip():
-        raise ValueError("is blank; give a model directory or 'smollm2', or null (leave --model out) for "
-                         "the offline tiny Llama")
-    return value
+class _BenchWithModel(Section):
+    """A benchmark section whose ``model`` (declared by the subclass) is None, meaning the
+    offline tiny Llama, or a non-blank model directory / known name."""
+
+    @field_validator("model", check_fields=False)
+    @classmethod
+    def _model_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is blank; give a model directory or 'smollm2', or null (leave --model out) for "
+                             "the offline tiny Llama")
+        return value
 
 
-class BenchGenerationConfig(Section):
+class BenchGenerationConfig(_BenchWithModel):
     model: str | None = Field(
         None, description="Teacher model: a directory or 'smollm2' (prepared offline on first use); None builds "
         "the offline tiny Llama."
     )
     num_questions: int = Field(60, ge=4, description="Training questions generated on each side.")
-
-    @field_validator("model")
-    @classmethod
-    def _model_not_blank(cls, value: str | None) -> str | None:
-        return _bench_model(value)
     batch_size: int = Field(10, ge=1, description="Questions per batch (loop run) on each side.")
     max_tokens: int = Field(32, ge=1, description="Most tokens per step.")
 
@@ -790,7 +790,7 @@ class BenchTrainingConfig(Section):
     steps: int = Field(12, ge=3, description="Optimizer steps timed on each side (first two are warm-up).")
 
 
-class BenchServingConfig(Section):
+class BenchServingConfig(_BenchWithModel):
     model: str | None = Field(
         None, description="Student model directory or 'smollm2'; None: a tiny Llama built offline into the output dir."
     )
@@ -800,11 +800,6 @@ class BenchServingConfig(Section):
     concurrency: list[int] = Field(
         default_factory=lambda: [1, 4, 16], description="Concurrent clients, one measurement each: distinct levels of at least 1."
     )
-
-    @field_validator("model")
-    @classmethod
-    def _model_not_blank(cls, value: str | None) -> str | None:
-        return _bench_model(value)
 
     @field_validator("concurrency")
     @classmethod

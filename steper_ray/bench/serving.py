@@ -29,8 +29,9 @@ replica reports in its ``Server-Timing`` header), and the same median with each 
 time taken out (``per_request_p50_overhead_outside_engine_ms``, from ``outside_engine_p50_ms``:
 the request path without the speed difference of two engine instances, which on a shared 2-core
 machine is itself tens of ms). Each is a median of per-question differences, so it may be
-negative, and None with fewer than two questions answered on both sides. Targets checked in the summary, on the totals: throughput ratio at most 1.10 at
-concurrency >= 4, per-request p50 overhead at most 50 ms at concurrency 1.
+negative, and None with fewer than two questions answered on both sides. Targets checked in
+the summary, on the totals: throughput ratio at most 1.10 at concurrency >= 4, per-request p50
+overhead at most 50 ms at concurrency 1.
 Timings go to summary.json; nothing here asserts them.
 """
 
