@@ -838,6 +838,9 @@ class BenchIndexConfig(Section):
     part_passages: int = Field(300, ge=10, description="Passages per part of the distributed build (one encode call each, on every side).")
     actors: int = Field(2, ge=1, description="Encoder actors in the pool, and single-process encoders summed.")
     encoder_num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) of each actor and single encoder.")
+    rounds: int = Field(3, ge=1, le=20, description="Rounds of all four sides in turn; the summary and the target "
+                                                   "take the round with the median ratio, so a slow spell of the "
+                                                   "machine lands in one round instead of on one side.")
 
 
 class BenchConfig(Section):

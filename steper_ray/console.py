@@ -113,10 +113,12 @@ class _TerminalProgress(Progress):
         self._bar = tqdm(total=None, desc=f"{stage:<15}", file=out, dynamic_ncols=True, leave=True,
                          smoothing=0, bar_format=self.WAITING)
 
-    def start(self, total: int | None, unit: str, done: int = 0) -> None:
+    def start(self, total: int | None, unit: str, done: int = 0, since: float | None = None) -> None:
         self._bar.reset(total=total)
-        self._bar.initial = done
-        super().start(total, unit, done)
+        self._bar.initial = done if since is None else 0
+        if since is not None:  # tqdm times with time.time(), ``since`` is a perf_counter() reading
+            self._bar.start_t = since + (time.time() - time.perf_counter())
+        super().start(total, unit, done, since)
 
     def show(self) -> None:
         bar = self._bar

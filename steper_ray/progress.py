@@ -28,10 +28,12 @@ class Progress:
         self._base = 0  # done before this run started (resume): not counted in the rate
         self._last_log = 0.0
 
-    def start(self, total: int | None, unit: str, done: int = 0) -> None:
-        """Begin (or re-begin, in a new unit) counting; ``done`` were finished by an earlier run."""
-        self.total, self.unit, self.done, self._base = total, unit, done, done
-        self.t0 = time.perf_counter()
+    def start(self, total: int | None, unit: str, done: int = 0, since: float | None = None) -> None:
+        """Begin (or re-begin, in a new unit) counting; ``done`` were finished by an earlier run.
+        ``since``: return to a count begun at that ``time.perf_counter()`` after a nested job
+        reported in its own unit (``done`` then counts in the rate)."""
+        self.total, self.unit, self.done, self._base = total, unit, done, (done if since is None else 0)
+        self.t0 = time.perf_counter() if since is None else since
         self.show()
 
     def advance(self, n: int = 1) -> None:

@@ -91,6 +91,28 @@ def test_progress_lines_show_rate_and_eta(tmp_path: Path) -> None:
     assert line.startswith("evaluate") and "50/100 questions" in line and "questions/s" in line and "ETA" in line
 
 
+def test_a_count_resumed_after_a_nested_job_keeps_its_start_and_rate() -> None:
+    import io
+    import time
+
+    from steper_ray.console import _TerminalProgress
+    from steper_ray.progress import Progress
+
+    for bar in (Progress("bench-index"), _TerminalProgress("bench-index", io.StringIO())):
+        bar.start(8, "sides measured")
+        t0 = bar.t0
+        bar.start(1200, "passages encoded")  # a nested job reports in its own unit
+        bar.update(1200)
+        bar.start(8, "sides measured", 1, since=t0)  # back to the outer count, not 1201 passages
+        bar.advance()
+        assert (bar.done, bar.total, bar.unit, bar.t0) == (2, 8, "sides measured", t0)
+        assert bar.rate == pytest.approx(2 / (time.perf_counter() - t0), rel=0.2)  # both sides count
+        assert "2/8 sides measured" in bar.line()
+        if isinstance(bar, _TerminalProgress):
+            assert bar._bar.n == 2 and bar._bar.initial == 0
+            assert bar._bar.start_t == pytest.approx(t0 + time.time() - time.perf_counter(), abs=0.05)
+
+
 def test_each_part_of_a_stage_keeps_its_own_last_line() -> None:
     import io
 
