@@ -47,6 +47,7 @@ from steper_ray.serve.errors import (
     is_openai_path,
     not_json_error,
     stream_error_event,
+    unknown_route_error,
 )
 from steper_ray.serve.guard import RequestGuard, is_json_content_type
 from steper_ray.serve.metrics import CountRequests, EdgeMetrics, NoMetrics, route_of
@@ -184,7 +185,9 @@ def build_api(limits: Limits, backend: Backend, *, model_name: str, token: str |
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        response = error_response(request.url.path, ApiError(exc.status_code, str(exc.detail)))
+        err = (unknown_route_error(request.method, request.url.path)
+               if exc.status_code == 404 and exc.detail == "Not Found" else ApiError(exc.status_code, str(exc.detail)))
+        response = error_response(request.url.path, err)
         if exc.headers:
             response.headers.update(exc.headers)
         return response

@@ -3,9 +3,9 @@ message, the request field at fault, a machine-readable code) and is rendered in
 the API it belongs to:
 
 - the steper API (``/v1/answer``, ``/v1/answer/stream``, ...): ``{"detail": message}``;
-- the OpenAI-compatible API (``/v1/chat/completions``, ``/v1/models``): ``{"error": {"message",
-  "type", "param", "code"}}``, as OpenAI's API and the ``openai`` SDK (``APIStatusError.body``)
-  have it.
+- the OpenAI-compatible API (``/v1/chat/completions``, ``/v1/models``, and any other ``/v1/``
+  path, which an OpenAI client may call): ``{"error": {"message", "type", "param", "code"}}``,
+  as OpenAI's API and the ``openai`` SDK (``APIStatusError.body``) have it.
 
 Failure kinds of the reasoner (``steper_ray.serve.service.failure_of``) map to statuses here:
 'unavailable' 503, 'timeout' 504, 'internal' 500. In a stream that has begun, the same error
@@ -41,8 +41,21 @@ def failure_error(failure: dict[str, str]) -> ApiError:
 
 def is_openai_path(path: str) -> bool:
     """Whether a request path (with or without the application's route prefix) is an
-    OpenAI-compatible route, whose errors take OpenAI's shape."""
-    return path.rstrip("/").endswith(OPENAI_PATHS)
+    OpenAI-compatible route, whose errors take OpenAI's shape: also any other ``/v1/`` path that
+    is not the steper API's (an OpenAI client calling a route this server lacks, /v1/completions)."""
+    path = path.rstrip("/")
+    if path.endswith(OPENAI_PATHS):
+        return True
+    _, v1, rest = path.partition("/v1/")
+    return bool(v1) and rest.split("/", 1)[0] != "answer"
+
+
+def unknown_route_error(method: str, path: str) -> ApiError:
+    """The 404 of a path no route serves, worded as OpenAI's own ("Invalid URL (POST /v1/...)")
+    and naming the routes this server has."""
+    return ApiError(404, f"Invalid URL ({method} {clipped(path)}): this server serves POST /v1/chat/completions and "
+                         "GET /v1/models (OpenAI-compatible), POST /v1/answer and POST /v1/answer/stream",
+                    None, "unknown_url")
 
 
 def clipped(text: str, limit: int = 100) -> str:

@@ -528,6 +528,28 @@ def test_the_schema_declares_every_limit_content_type_and_the_security_scheme(ba
     assert "401" not in open_schema["paths"]["/v1/answer"]["post"]["responses"]
 
 
+def test_a_route_this_server_lacks_gets_404_in_its_apis_shape(client: TestClient) -> None:
+    import openai
+
+    for method, path in (("POST", "/v1/completions"), ("POST", "/v1/embeddings"), ("GET", "/v1/models/x/y")):
+        r = client.request(method, path, json={"model": MODEL, "prompt": "q"}, headers=AUTH)
+        assert r.status_code == 404 and r.json() == {"error": {
+            "message": f"Invalid URL ({method} {path}): this server serves POST /v1/chat/completions and GET "
+                       "/v1/models (OpenAI-compatible), POST /v1/answer and POST /v1/answer/stream",
+            "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
+    # the steper API's own paths and paths outside /v1 keep its shape
+    for path in ("/v1/answer/x", "/nowhere", "/v1"):
+        r = client.get(path, headers=AUTH)
+        assert r.status_code == 404 and r.json()["detail"].startswith(f"Invalid URL (GET {path}): ")
+    long = "/v1/" + "x" * 5000
+    assert len(client.post(long, headers=AUTH).json()["error"]["message"]) < 400
+    # the SDK raises it as NotFoundError with OpenAI's body
+    sdk = openai.OpenAI(api_key=TOKEN, base_url="http://testserver/v1", http_client=client, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.completions.create(model=MODEL, prompt="q")
+    assert caught.value.code == "unknown_url" and "Invalid URL (POST /v1/completions)" in caught.value.message
+
+
 def test_requests_are_counted_by_route_and_status_refused_ones_too(client: TestClient, metrics: Recorded) -> None:
     client.post("/v1/answer", json={"question": "q"}, headers=AUTH)
     client.post("/v1/answer", json={"question": "q"})
