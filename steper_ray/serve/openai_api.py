@@ -96,7 +96,7 @@ def chat_request_model(limits: Limits, model_name: str) -> type[BaseModel]:
         role=(Literal["user"], Field(description="The last user message is the question.")),
         content=(question | Annotated[list[user_part], Field(min_length=1, max_length=1)],  # type: ignore[valid-type]
                  Field(description=f"The question: text of 1 to {limits.max_question_chars} characters, "
-                                   "not all whitespace (or one text part holding it).")),
+                                   "not all whitespace or zero-width characters (or one text part holding it).")),
         name=(str | None, Field(None, description="Accepted and not used.")))
     # an earlier answer comes back as the SDK returned it (refusal, tool_calls, annotations, this
     # server's reasoning_content ...): any further field is accepted and not used

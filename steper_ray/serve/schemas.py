@@ -45,8 +45,9 @@ def surrogate_problem(text: str) -> str:
 
 # One character that is not whitespace, spelled so that ECMA-262 (what JSON Schema and its
 # clients read), Python's re (str.strip() here) and Rust's regex (pydantic) agree: each one's
-# whitespace plus the others' extras (U+001C-001F, U+0085, U+FEFF).
-NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
+# whitespace plus the others' extras (U+001C-001F, U+0085, U+FEFF); and not one of the invisible
+# format characters that are no whitespace to any of them (U+180E, zero-width U+200B-U+200D, U+2060).
+NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff\u180e\u200b-\u200d\u2060]"
 
 
 def question_type(limits: Limits) -> Any:
@@ -81,7 +82,7 @@ def answer_request_model(limits: Limits) -> type[BaseModel]:
         "AnswerRequest",
         __config__=STRICT,
         question=(question_type(limits), Field(description=(
-            f"The question, in plain text: 1 to {limits.max_question_chars} characters, not all whitespace."))),
+            f"The question, in plain text: 1 to {limits.max_question_chars} characters, not all whitespace or zero-width characters."))),
         max_steps=(json_int(2, limits.max_steps) | None, Field(
             limits.default_steps, description=f"Most reasoning steps, 2 to {limits.max_steps} (null: the "
             "server's reasoning.max_steps).")),
@@ -192,7 +193,7 @@ def problem(error: dict[str, Any], limits: Limits) -> tuple[str, str]:
     if kind in _BOUND_ERRORS and (what := _range(field, limits)) is not None:
         return path, f"{what}, got {value!r}"
     if kind in ("string_too_short", "string_pattern_mismatch") and field in ("question", "content", "text"):
-        return path, "is empty; send the question text"
+        return path, "is empty (or only whitespace or invisible characters); send the question text"
     if kind == "string_too_long" and field in ("question", "content", "text"):
         return path, f"has {len(value)} characters, over the limit of {limits.max_question_chars}"
     if kind == "too_long" and field == "content" and isinstance(value, list):

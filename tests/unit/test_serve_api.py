@@ -120,6 +120,7 @@ def _sse(text: str) -> list[tuple[str | None, str]]:
 @pytest.mark.parametrize(("body", "message"), [
     ({"question": ""}, "question: is empty"),
     ({"question": " \n\t "}, "question: is empty"),
+    ({"question": "\u200b\u200c \u200d\u2060\u180e\ufeff"}, "question: is empty (or only whitespace or invisible"),
     ({"question": "x" * 1001}, "question: has 1001 characters, over the limit of 1000"),
     ({"question": "q", "k": 0}, "k: must be between 1 and 20, got 0"),
     ({"question": "q", "k": "3"}, "k: Input should be a valid integer"),
@@ -394,6 +395,7 @@ def test_fields_the_loop_cannot_honour_are_400_naming_the_field(client: TestClie
     ({"model": MODEL, "messages": [{"role": "system", "content": "q"}]}, 400, "messages", "needs a user message"),
     ({"model": MODEL, "messages": []}, 400, "messages", "at least 1 item"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "  "}]}, 400, "messages.0.content", "is empty"),
+    ({"model": MODEL, "messages": [{"role": "user", "content": "\u200b\u200b"}]}, 400, "messages.0.content", "is empty"),
     ({"model": MODEL, "messages": [{"role": "tool", "content": "q"}]}, 400, "messages.0", "does not match any"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "q"}], "max_tokens": 17}, 400, "max_tokens", "16"),
     ({"model": MODEL, "messages": [{"role": "user", "content": "q"}], "temperature": 3}, 400, "temperature", "2"),
