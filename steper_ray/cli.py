@@ -363,6 +363,10 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         model = getattr(getattr(cfg.bench, args.which), "model", None)
         if model is not None and model not in KNOWN_MODELS:  # a bad model creates no output dir either
             check_model_dir(model, f"bench.{args.which}.model (--model)")
+        if args.which in ("retrieval", "index"):  # a wrong --data-dir creates no output dir either
+            from steper_ray.bench.retrieval import find_dev_files
+
+            find_dev_files(args.data_dir)
         bench_out_dir(out, args.which, layout.logs)  # before its log: a refusal writes nothing
         name = f"bench-{args.which}"
         if args.which == "retrieval":

@@ -839,8 +839,9 @@ class BenchIndexConfig(Section):
     actors: int = Field(2, ge=1, description="Encoder actors in the pool, and single-process encoders summed.")
     encoder_num_cpus: float = Field(1.0, gt=0, description="CPUs (torch threads) of each actor and single encoder.")
     rounds: int = Field(3, ge=1, le=20, description="Rounds of all four sides in turn; the summary and the target "
-                                                   "take the round with the median ratio, so a slow spell of the "
-                                                   "machine lands in one round instead of on one side.")
+                                                   "take the round with the median ratio (the lower middle one for "
+                                                   "an even count), so a slow spell of the machine lands in one "
+                                                   "round instead of on one side.")
 
 
 class BenchConfig(Section):

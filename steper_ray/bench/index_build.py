@@ -32,9 +32,10 @@ from typing import Any
 
 import psutil
 
-from steper_ray.bench.retrieval import find_dev_files
-from steper_ray.config import SteperConfig
-from steper_ray.data import extract_corpus, read_dataset
+from steper_ray.bench.retrieval import find_dev_files, read_dev
+from steper_ray.config import BenchIndexConfig, SteperConfig
+from steper_ray.data import Passage, extract_corpus
+from steper_ray.errors import DataError, ResumableInterrupt, UserError
 from steper_ray.progress import progress
 from steper_ray.retrieval import distributed as dist
 from steper_ray.retrieval.tokenize import corpus_texts
@@ -152,6 +153,30 @@ def _ray_actor_rate(parts: list[list[str]], model: str, batch_size: int, num_cpu
     return _rates(sum(map(len, parts)), spans)
 
 
+def check_fits_machine(b: BenchIndexConfig) -> None:
+    """Every side runs ``actors`` encoders at once on this machine (plain processes, Ray actors,
+    the pool): UserError when they need more CPUs than it has, instead of Ray waiting forever
+    for an actor it cannot place."""
+    cpus = os.cpu_count() or 1
+    need = b.actors * b.encoder_num_cpus
+    if need > cpus:
+        raise UserError(f"bench.index.actors x bench.index.encoder_num_cpus = {b.actors} x {b.encoder_num_cpus:g} "
+                        f"= {need:g} CPUs, more than this machine's {cpus}; every side of the benchmark runs "
+                        "its encoders at once here: lower bench.index.actors or bench.index.encoder_num_cpus")
+
+
+def dev_paragraphs(data_dir: str | None) -> list[Passage]:
+    """The paragraphs of the dev files under ``data_dir`` (``find_dev_files``); DataError when
+    they hold none."""
+    found = find_dev_files(data_dir)
+    paragraphs = [p for path in found.values() for p in extract_corpus(read_dev(path))]
+    if not paragraphs:
+        raise DataError(f"the dev files under {data_dir or 'the bundled samples'} ({', '.join(map(str, found.values()))}) "
+                        "hold no paragraphs to encode; give --data-dir a directory whose dev files have their "
+                        "context paragraphs")
+    return paragraphs
+
+
 def _round(parts: list[list[str]], corpus: Path, target: Path, cfg: SteperConfig,
            side_done: Callable[[], None]) -> dict[str, Any]:
     """One round: every side in turn on the same parts (single alone, plain processes, plain Ray
@@ -197,29 +222,37 @@ def run_index_bench(cfg: SteperConfig, out: Path, data_dir: str | None = None) -
     the figures of the round whose ratio is the median (the lower middle one for an even count),
     every round under ``rounds``, and the target checked on that median ratio."""
     b = cfg.bench.index
-    real = list({p.id: p for name, path in find_dev_files(data_dir).items()
-                 for p in extract_corpus(read_dataset(path).records)}.values())
+    check_fits_machine(b)
+    real = list({p.id: p for p in dev_paragraphs(data_dir)}.values())
     passages = [real[i % len(real)] for i in range(b.passages)]
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".bench-index-*"):  # a killed run's (SIGKILL): ``out`` is this benchmark's own
+        shutil.rmtree(stale, ignore_errors=True)
     # scratch files in a directory of their own: never over a file the user keeps in ``out``
     scratch = Path(tempfile.mkdtemp(prefix=".bench-index-", dir=out))
-    corpus = scratch / "corpus.jsonl"
-    with corpus.open("w") as f:
-        for i, p in enumerate(passages):  # cycled passages get their own ids: a corpus of b.passages
-            f.write(json.dumps({"id": f"{p.id}-{i}", "title": p.title, "text": p.text}) + "\n")
-    texts = corpus_texts([p.title for p in passages], [p.text for p in passages])
-    parts = [texts[i:i + b.part_passages] for i in range(0, len(texts), b.part_passages)]  # the build's parts
     bar, sides, t0 = progress(), 4 * b.rounds, time.perf_counter()
     bar.start(sides, "sides measured")
     done = 0
 
-    def side_done() -> None:
+    def side_done(count: int = 1) -> None:
         # the pool's build shows its own read and encode progress: return to the sides' count
         nonlocal done
-        done += 1
+        done += count
         bar.start(sides, "sides measured", done, since=t0)
 
-    rounds = [_round(parts, corpus, scratch / "index", cfg, side_done) for _ in range(b.rounds)]
+    try:  # the scratch goes whatever happens: a rerun starts over, it resumes nothing
+        corpus = scratch / "corpus.jsonl"
+        with corpus.open("w") as f:
+            for i, p in enumerate(passages):  # cycled passages get their own ids: a corpus of b.passages
+                f.write(json.dumps({"id": f"{p.id}-{i}", "title": p.title, "text": p.text}) + "\n")
+        texts = corpus_texts([p.title for p in passages], [p.text for p in passages])
+        parts = [texts[i:i + b.part_passages] for i in range(0, len(texts), b.part_passages)]  # the build's parts
+        rounds = [_round(parts, corpus, scratch / "index", cfg, side_done) for _ in range(b.rounds)]
+    except ResumableInterrupt:
+        raise KeyboardInterrupt from None  # the build's "rerun to resume" is not true of the benchmark
+    finally:
+        side_done(0)  # an interrupted pool build leaves the sides' count and its start time shown
+        shutil.rmtree(scratch, ignore_errors=True)
     median = sorted(rounds, key=lambda r: r["ratio"])[(len(rounds) - 1) // 2]
     summary = {
         "benchmark": "index",
@@ -239,5 +272,4 @@ def run_index_bench(cfg: SteperConfig, out: Path, data_dir: str | None = None) -
                    "ratio": TARGET, "met": median["ratio"] >= TARGET},
     }
     write_summary(out, summary)
-    shutil.rmtree(scratch, ignore_errors=True)
     return summary

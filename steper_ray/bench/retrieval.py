@@ -29,6 +29,7 @@ import psutil
 from steper_ray.config import BM25Config, DenseConfig, SteperConfig
 from steper_ray.data import extract_corpus, read_dataset
 from steper_ray.data.paths import SAMPLE_DIR
+from steper_ray.data.readers import FORMATS, UndetectedFormat
 from steper_ray.data.records import Passage, QuestionRecord
 from steper_ray.errors import DataError
 from steper_ray.evaluate.metrics import mean_recall_at
@@ -76,16 +77,31 @@ class PeakRSS:
 
 
 def find_dev_files(data_dir: str | None) -> dict[str, Path]:
+    """The first ``dev*.json*`` file of each bundled dataset's folder under ``data_dir``
+    (default the bundled samples), by dataset name. DataError (exit 2) when there is none."""
     root = Path(data_dir) if data_dir else SAMPLE_DIR
+    if data_dir and not root.is_dir():
+        raise DataError(f"--data-dir {root} is {'not a directory' if root.exists() else 'not there'}; give the "
+                        "directory that holds hotpotqa/, musique/ or 2wikimultihopqa/ with dev*.jsonl files in them")
     found = {}
     for name in ("hotpotqa", "musique", "2wikimultihopqa"):
         files = sorted((root / name).glob("dev*.json*"))
         if files:
             found[name] = files[0]
     if not found:
-        raise DataError(f"no dev files under {root} (expected hotpotqa/dev*.jsonl, musique/..., "
-                        "2wikimultihopqa/...)")
+        raise DataError(f"no dev files under --data-dir {root} (expected hotpotqa/dev*.jsonl, musique/dev*.jsonl "
+                        "or 2wikimultihopqa/dev*.jsonl)")
     return found
+
+
+def read_dev(path: Path) -> list[QuestionRecord]:
+    """The question records of a dev file ``find_dev_files`` found, its format detected (the
+    benchmarks take no --format). DataError naming the file when none can be read."""
+    try:
+        return read_dataset(path).records
+    except UndetectedFormat as err:  # its --format advice is for the commands that take one
+        raise DataError(f"{err.reason}; the benchmarks read dev files in the bundled datasets' own formats "
+                        f"({', '.join(FORMATS)}), detected from their records") from None
 
 
 def synthesize_corpus(real: list[Passage], size: int, seed: int = 0) -> list[Passage]:
@@ -166,7 +182,7 @@ def run_retrieval_bench(
     dense_rows: dict[str, Any] = {}
     encoder = None
     for name, path in files.items():
-        records = [r for r in read_dataset(path).records if r.passages and r.answerable]
+        records = [r for r in read_dev(path) if r.passages and r.answerable]
         passages = extract_corpus(records)
         all_passages += passages
         queries = [r.question for r in records]

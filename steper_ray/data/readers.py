@@ -370,6 +370,18 @@ def read_dataset(
     return result
 
 
+class UndetectedFormat(DataError):
+    """A file whose format could not be detected: ``reason`` says why, the message adds what to
+    do on the command line (--format)."""
+
+    def __init__(self, reason: str, advice: str):
+        super().__init__(f"{reason}; {advice}")
+        self.reason, self.advice = reason, advice
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled whole (a Ray task's error reaches the driver)
+        return (type(self), (self.reason, self.advice))
+
+
 def _undetected(source: str, pending: list[tuple[int, Any, str | None]]) -> DataError:
     """Why the format of a file could not be detected, from the records read so far."""
     if not pending:
@@ -378,12 +390,9 @@ def _undetected(source: str, pending: list[tuple[int, Any, str | None]]) -> Data
     if not objects:
         line, rec, error = pending[0]
         why = error or f"a JSON {type(rec).__name__}"
-        return DataError(
+        return UndetectedFormat(
             f"cannot detect the format of {source}: none of its first {len(pending)} record(s) "
-            f"is a JSON object (line {line}: {why}); check the file, or pass --format with one "
-            f"of {', '.join(FORMATS)} to count each bad record and go on"
-        )
-    return DataError(
-        f"cannot detect the format of {source} (first record keys: {sorted(objects[0])}); "
-        f"pass --format with one of {', '.join(FORMATS)}"
-    )
+            f"is a JSON object (line {line}: {why})",
+            f"check the file, or pass --format with one of {', '.join(FORMATS)} to count each bad record and go on")
+    return UndetectedFormat(f"cannot detect the format of {source} (first record keys: {sorted(objects[0])})",
+                            f"pass --format with one of {', '.join(FORMATS)}")

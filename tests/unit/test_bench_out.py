@@ -78,3 +78,77 @@ def test_a_bad_bench_model_is_refused_before_the_output_dir_is_made(tmp_path: Pa
     assert main(["bench", "generation", "--model", "", "--out", str(out), f"run_dir={tmp_path / 'r'}"]) == 2
     assert "bench.generation.model: is blank" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output dir, no run dir
+
+
+@pytest.mark.parametrize("which", ["index", "retrieval"])
+def test_a_wrong_data_dir_is_refused_before_the_output_dir_is_made(tmp_path: Path, which: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out, run = tmp_path / "new", f"run_dir={tmp_path / 'r'}"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    for data_dir, says in ((tmp_path / "nope", "is not there"), (tmp_path / "file", "is not a directory"),
+                           (tmp_path / "empty", "no dev files under --data-dir")):
+        assert main(["bench", which, "--data-dir", str(data_dir), "--out", str(out), run]) == 2
+        assert says in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file"]  # no output dir, no run dir
+
+
+def test_dev_files_without_paragraphs_or_of_no_known_format_are_user_errors(tmp_path: Path) -> None:
+    import pickle
+
+    from steper_ray.bench.index_build import dev_paragraphs
+    from steper_ray.data.readers import UndetectedFormat
+    from steper_ray.errors import DataError
+
+    (tmp_path / "hotpotqa").mkdir()
+    dev = tmp_path / "hotpotqa" / "dev.jsonl"
+    dev.write_text(json.dumps({"_id": "a", "question": "q", "answer": "x", "context": [],
+                               "supporting_facts": []}) + "\n")
+    with pytest.raises(DataError, match="hold no paragraphs to encode; give --data-dir"):
+        dev_paragraphs(str(tmp_path))
+    dev.write_text('{"foo": 1}\n')
+    with pytest.raises(DataError) as caught:
+        dev_paragraphs(str(tmp_path))
+    assert "cannot detect the format" in str(caught.value) and "--format" not in str(caught.value)
+    assert "detected from their records" in str(caught.value)
+    err = UndetectedFormat("cannot detect X", "pass --format")  # crosses Ray's pickling whole
+    again = pickle.loads(pickle.dumps(err))
+    assert (str(again), again.reason) == ("cannot detect X; pass --format", "cannot detect X")
+
+
+def test_more_encoders_than_the_machine_has_cpus_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from steper_ray.bench import index_build
+    from steper_ray.config import BenchIndexConfig
+
+    monkeypatch.setattr(index_build.os, "cpu_count", lambda: 2)
+    index_build.check_fits_machine(BenchIndexConfig(actors=2, encoder_num_cpus=1))
+    for actors, cpus in ((3, 1), (1, 3), (2, 1.5)):
+        with pytest.raises(UserError, match=f"= {actors * cpus:g} CPUs, more than this machine's 2"):
+            index_build.check_fits_machine(BenchIndexConfig(actors=actors, encoder_num_cpus=cpus))
+
+
+def test_an_interrupted_index_bench_removes_its_scratch_and_promises_no_resume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from steper_ray.bench import index_build
+    from steper_ray.config import SteperConfig
+    from steper_ray.errors import ResumableInterrupt
+    from steper_ray.progress import Progress, active
+
+    seen: list[Path] = []
+
+    def interrupted_build(parts: list[list[str]], corpus: Path, target: Path, cfg: SteperConfig,
+                          side_done: object) -> None:
+        seen.append(corpus)
+        assert corpus.is_file()
+        bar = index_build.progress()
+        bar.start(1200, "passages encoded")  # the build's own count, then Ctrl-C inside it
+        raise ResumableInterrupt(f"the parts done are kept in {target}; rerun the same command to resume")
+
+    monkeypatch.setattr(index_build, "_round", interrupted_build)
+    cfg = SteperConfig()
+    (tmp_path / "out" / ".bench-index-killed" / "index").mkdir(parents=True)  # a killed run's scratch
+    with active(Progress("bench-index")) as bar, pytest.raises(KeyboardInterrupt) as caught:
+        index_build.run_index_bench(cfg, tmp_path / "out")
+    assert type(caught.value) is KeyboardInterrupt  # not the build's "rerun to resume"
+    assert seen and not seen[0].parent.exists() and list((tmp_path / "out").iterdir()) == []
+    assert (bar.unit, bar.done, bar.total) == ("sides measured", 0, 12)  # its own count, as it began
