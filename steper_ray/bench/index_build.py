@@ -104,6 +104,10 @@ def _concurrent_rate(parts: list[list[str]], model: str, batch_size: int, thread
             ready.get(timeout=600)
         go.set()
         spans = [times.get(timeout=3600) for _ in procs]
+    except BaseException:  # Ctrl-C or a failure: the encoders stop now, not after their share
+        for proc in procs:
+            proc.kill()
+        raise
     finally:
         for proc in procs:
             proc.join(timeout=60)
