@@ -140,7 +140,8 @@ class _TerminalProgress(Progress):
     def close(self, status: str = "done") -> None:
         bar = self._bar
         if status != "done" or bar.bar_format == self.WAITING:
-            bar.bar_format = "{desc} " + status + " [{elapsed}]"
+            at = self.reached() if status != "done" else ""
+            bar.bar_format = "{desc} " + (status + at).replace("{", "{{").replace("}", "}}") + " [{elapsed}]"
         bar.refresh()
         bar.close()
 
@@ -171,7 +172,7 @@ class _LineProgress(Progress):
         if status == "done" and self.done:
             text = self.line()
         else:
-            text = f"{self.stage:<15} {status} ({format_seconds(time.perf_counter() - self.t0)})"
+            text = f"{self.stage:<15} {status}{self.reached()} ({format_seconds(time.perf_counter() - self.t0)})"
         self._out.write(text + "\n")
         self._out.flush()
 

@@ -59,6 +59,13 @@ class Progress:
         return (f"{self.stage:<15} {self.done}{total} {self.unit}, {self.rate:.2f} {self.unit}/s, "
                 f"{format_seconds(time.perf_counter() - self.t0)}{eta}")
 
+    def reached(self) -> str:
+        """`` at done/total unit`` for a stage that stopped before its end ('' before any)."""
+        if not self.done:
+            return ""
+        total = f"/{self.total}" if self.total is not None else ""
+        return f" at {self.done}{total} {self.unit}"
+
     def show(self) -> None:
         now = time.perf_counter()
         finished = self.total is not None and self.done >= self.total

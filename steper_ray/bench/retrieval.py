@@ -184,6 +184,9 @@ def run_retrieval_bench(
     for name, path in files.items():
         records = [r for r in read_dev(path) if r.passages and r.answerable]
         passages = extract_corpus(records)
+        if not passages:  # each dev file gets its own index: an empty one cannot be built
+            raise DataError(f"{path} holds no answerable questions with context paragraphs; give --data-dir "
+                            "dev files whose records have their paragraphs")
         all_passages += passages
         queries = [r.question for r in records]
         all_questions += queries

@@ -106,6 +106,11 @@ def test_dev_files_without_paragraphs_or_of_no_known_format_are_user_errors(tmp_
                                "supporting_facts": []}) + "\n")
     with pytest.raises(DataError, match="hold no paragraphs to encode; give --data-dir"):
         dev_paragraphs(str(tmp_path))
+    from steper_ray.bench.retrieval import run_retrieval_bench
+    from steper_ray.config import SteperConfig
+
+    with pytest.raises(DataError, match="holds no answerable questions with context paragraphs"):
+        run_retrieval_bench(SteperConfig(), data_dir=str(tmp_path), dense=False)
     dev.write_text('{"foo": 1}\n')
     with pytest.raises(DataError) as caught:
         dev_paragraphs(str(tmp_path))

@@ -113,6 +113,28 @@ def test_a_count_resumed_after_a_nested_job_keeps_its_start_and_rate() -> None:
             assert bar._bar.start_t == pytest.approx(t0 + time.time() - time.perf_counter(), abs=0.05)
 
 
+def test_an_interrupted_stage_says_how_far_it_got() -> None:
+    import io
+
+    from steper_ray.console import _LineProgress, _TerminalProgress
+
+    out = io.StringIO()
+    bar = _LineProgress("bench-index", out)
+    bar.start(4, "sides measured")
+    bar.update(3)
+    bar.close("interrupted")
+    assert out.getvalue().split("(")[0] == "bench-index     interrupted at 3/4 sides measured "
+    term = io.StringIO()
+    tbar = _TerminalProgress("bench-index", term)
+    tbar.start(None, "questions {x}")  # braces in a unit are text, not tqdm fields
+    tbar.update(7)
+    tbar.close("interrupted")
+    assert "interrupted at 7 questions {x} [" in term.getvalue().replace("\r", "\n").splitlines()[-1]
+    fresh = io.StringIO()
+    _LineProgress("train", fresh).close("failed")  # nothing done: no count
+    assert fresh.getvalue().startswith("train           failed (")
+
+
 def test_each_part_of_a_stage_keeps_its_own_last_line() -> None:
     import io
 
