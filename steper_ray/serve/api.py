@@ -57,6 +57,7 @@ from steper_ray.serve.openai_api import (
     ChatCompletion,
     ChatCompletionChunk,
     ChunkWriter,
+    ModelCard,
     ModelList,
     chat_request_model,
     completion_body,
@@ -257,11 +258,20 @@ def build_api(limits: Limits, backend: Backend, *, model_name: str, token: str |
         s = settings(body, timeout_s=body.timeout_s)
         return EventStreamResponse(events(body.question.strip(), s, route_of(request.scope), False))
 
+    card = {"id": model_name, "object": "model", "created": started, "owned_by": "steper-ray"}
+
     @api.get("/v1/models", response_model=ModelList, responses=openai_errors,
              summary="OpenAI-compatible: the served model")
     async def models() -> Any:
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": started,
-                                            "owned_by": "steper-ray"}]}
+        return {"object": "list", "data": [card]}
+
+    @api.get("/v1/models/{model}", response_model=ModelCard, responses=openai_errors,
+             summary="OpenAI-compatible: one model (the served one, else 404)")
+    async def model(model: str) -> Any:
+        if model != model_name:
+            raise ApiError(404, f"the model {clipped(repr(model))} does not exist; this server serves {model_name!r} "
+                                "(GET /v1/models)", "model", "model_not_found")
+        return card
 
     @api.post("/v1/chat/completions", response_model=ChatCompletion,
               responses={200: {"content": CHUNK_EVENTS, "headers": SERVER_TIMING_HEADER,

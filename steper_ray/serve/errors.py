@@ -54,7 +54,7 @@ def unknown_route_error(method: str, path: str) -> ApiError:
     """The 404 of a path no route serves, worded as OpenAI's own ("Invalid URL (POST /v1/...)")
     and naming the routes this server has."""
     return ApiError(404, f"Invalid URL ({method} {clipped(path)}): this server serves POST /v1/chat/completions and "
-                         "GET /v1/models (OpenAI-compatible), POST /v1/answer and POST /v1/answer/stream",
+                         "GET /v1/models[/{model}] (OpenAI-compatible), POST /v1/answer and POST /v1/answer/stream",
                     None, "unknown_url")
 
 

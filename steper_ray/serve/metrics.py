@@ -23,7 +23,8 @@ ray_steper_prompt_tokens_total       -                prompt tokens over every g
 
 With ``serve.model.kind: vllm`` the engine exports its own statistics as ``ray_vllm_*`` (see
 ``AsyncVLLMGenerator``). Routes are the API's paths (``/v1/answer``, ``/v1/answer/stream``,
-``/v1/chat/completions``, ``/v1/models``, ``/healthz``, ...; anything else is ``other``).
+``/v1/chat/completions``, ``/v1/models``, ``/v1/models/{model}`` for every model name asked
+for, ``/healthz``, ...; anything else is ``other``).
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def route_of(scope: MutableMapping[str, Any]) -> str:
     if root and path.startswith(root):
         path = path[len(root):]
     path = path.rstrip("/") or "/"
+    if path.startswith("/v1/models/") and path.count("/") == 3:
+        return "/v1/models/{model}"  # one tag for every model name asked for
     return path if path in ROUTES else "other"
 
 

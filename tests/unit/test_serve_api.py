@@ -530,6 +530,21 @@ def test_the_schema_declares_every_limit_content_type_and_the_security_scheme(ba
     assert "401" not in open_schema["paths"]["/v1/answer"]["post"]["responses"]
 
 
+def test_one_model_is_retrieved_by_its_name_as_openai_serves_it(client: TestClient, metrics: Recorded) -> None:
+    import openai
+
+    sdk = openai.OpenAI(api_key=TOKEN, base_url="http://testserver/v1", http_client=client, max_retries=0)
+    got = sdk.models.retrieve(MODEL)
+    assert (got.id, got.object, got.owned_by) == (MODEL, "model", "steper-ray")
+    assert got.model_dump() == sdk.models.list().data[0].model_dump()
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.models.retrieve("gpt-4o")
+    assert caught.value.code == "model_not_found" and caught.value.body["param"] == "model"
+    assert client.get(f"/v1/models/{MODEL}").status_code == 401  # behind the token as /v1/models is
+    assert metrics.requests == [("/v1/models/{model}", 200), ("/v1/models", 200), ("/v1/models/{model}", 404),
+                                ("/v1/models/{model}", 401)]
+
+
 def test_a_route_this_server_lacks_gets_404_in_its_apis_shape(client: TestClient) -> None:
     import openai
 
@@ -537,7 +552,7 @@ def test_a_route_this_server_lacks_gets_404_in_its_apis_shape(client: TestClient
         r = client.request(method, path, json={"model": MODEL, "prompt": "q"}, headers=AUTH)
         assert r.status_code == 404 and r.json() == {"error": {
             "message": f"Invalid URL ({method} {path}): this server serves POST /v1/chat/completions and GET "
-                       "/v1/models (OpenAI-compatible), POST /v1/answer and POST /v1/answer/stream",
+                       "/v1/models[/{model}] (OpenAI-compatible), POST /v1/answer and POST /v1/answer/stream",
             "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
     # the steper API's own paths and paths outside /v1 keep its shape
     for path in ("/v1/answer/x", "/nowhere", "/v1"):
