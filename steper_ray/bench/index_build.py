@@ -9,13 +9,15 @@ of plain processes (no Ray) encoding together gives what the machine itself allo
 concurrent encoders, and plain Ray actors (no Ray Data) split the pool's cost into Ray's own
 (its daemons) and Ray Data's (the streaming executor in the driver). The pool's rate is passages
 over the window from its first encode start to its last encode end (actor start-up and model
-loading are reported apart, as the stage's whole wall time). Passages are the dev sets' paragraphs (``--data-dir`` as
-``bench retrieval``, default the bundled samples), cycled to ``bench.index.passages``.
+loading are reported apart, as the stage's whole wall time). Passages are the dev sets'
+paragraphs (``--data-dir`` as ``bench retrieval``, default the bundled samples), cycled to
+``bench.index.passages``.
 
 The machine's speed drifts by more than the target's 10% within minutes (two plain processes at
-once made 0.86-1.02 of two alone in four back-to-back rounds on a 2-core EPYC), so the four sides are measured
-in turn for ``bench.index.rounds`` rounds, and the round with the median ratio is reported and
-checked, as an A/B comparison on a noisy machine is (every round is kept in the summary).
+once made 0.86-1.02 of two alone in four back-to-back rounds on a 2-core EPYC), so the four
+sides are measured in turn for ``bench.index.rounds`` rounds, and the round with the median
+ratio is reported and checked, as an A/B comparison on a noisy machine is (every round is kept
+in the summary).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import platform
 import shutil
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil

@@ -45,6 +45,7 @@ from steper_ray.serve.errors import (
     example_body,
     failure_error,
     is_openai_path,
+    model_not_found_error,
     not_json_error,
     stream_error_event,
     unknown_route_error,
@@ -142,8 +143,7 @@ def _openai_problem(errors: list[dict[str, Any]], limits: Limits, model_name: st
     found = problems(errors, limits)
     for path, _, kind, value in found:
         if path == "model" and kind == "literal_error":
-            return ApiError(404, f"the model {clipped(repr(value))} does not exist; this server serves {model_name!r} "
-                                 "(GET /v1/models)", "model", "model_not_found")
+            return model_not_found_error(value, model_name)
     path, _, kind, _ = found[0]
     field = path.split(".", 1)[0]
     if field in UNSUPPORTED and kind != "missing":
@@ -258,7 +258,7 @@ def build_api(limits: Limits, backend: Backend, *, model_name: str, token: str |
         s = settings(body, timeout_s=body.timeout_s)
         return EventStreamResponse(events(body.question.strip(), s, route_of(request.scope), False))
 
-    card = {"id": model_name, "object": "model", "created": started, "owned_by": "steper-ray"}
+    card = ModelCard(id=model_name, created=started).model_dump()
 
     @api.get("/v1/models", response_model=ModelList, responses=openai_errors,
              summary="OpenAI-compatible: the served model")
@@ -269,8 +269,7 @@ def build_api(limits: Limits, backend: Backend, *, model_name: str, token: str |
              summary="OpenAI-compatible: one model (the served one, else 404)")
     async def model(model: str) -> Any:
         if model != model_name:
-            raise ApiError(404, f"the model {clipped(repr(model))} does not exist; this server serves {model_name!r} "
-                                "(GET /v1/models)", "model", "model_not_found")
+            raise model_not_found_error(model, model_name)
         return card
 
     @api.post("/v1/chat/completions", response_model=ChatCompletion,

@@ -50,6 +50,12 @@ def is_openai_path(path: str) -> bool:
     return bool(v1) and rest.split("/", 1)[0] != "answer"
 
 
+def model_not_found_error(model: Any, model_name: str) -> ApiError:
+    """The 404 of a ``model`` other than the served ``model_name`` (OpenAI's ``model_not_found``)."""
+    return ApiError(404, f"the model {clipped(repr(model))} does not exist; this server serves {model_name!r} "
+                         "(GET /v1/models)", "model", "model_not_found")
+
+
 def unknown_route_error(method: str, path: str) -> ApiError:
     """The 404 of a path no route serves, worded as OpenAI's own ("Invalid URL (POST /v1/...)")
     and naming the routes this server has."""
